@@ -1,0 +1,1 @@
+"""JupyterHub extensions: the Slurm spawner, its safe callback, the spawn form."""

@@ -1,0 +1,68 @@
+"""The job's port callback, replacing batchspawner's.
+
+batchspawner's handler ``setattr``s every key the caller sends onto the spawner, authenticated
+only by the job's own token, which the user can read; the hub later builds shell commands from
+spawner attributes. This handler accepts exactly ``{"port": <int>}`` for the server that owns
+the calling token, while that server is starting, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyterhub.apihandlers import APIHandler, default_handlers
+from tornado import web
+
+CALLBACK_PATH = r"/api/batchspawner"
+
+
+def parse_port_body(body: bytes) -> int:
+    """The port from a callback body, or ``ValueError`` saying what is wrong."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise ValueError("body must be JSON") from None
+    if not isinstance(data, dict) or set(data) != {"port"}:
+        raise ValueError('body must be exactly {"port": <integer>}')
+    port = data["port"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise ValueError("port must be an integer from 1024 to 65535")
+    return port
+
+
+class PortCallbackHandler(APIHandler):
+    """POST ``{"port": N}`` from a starting job."""
+
+    @web.authenticated
+    def post(self) -> None:
+        token = self.get_auth_token()
+        user = self.current_user
+        spawner = None
+        for candidate in getattr(user, "spawners", {}).values():
+            if token and candidate.api_token == token:
+                spawner = candidate
+                break
+        if spawner is None:
+            raise web.HTTPError(403, "This token does not belong to a server.")
+        try:
+            port = parse_port_body(self.request.body)
+        except ValueError as exc:
+            self.log.warning("%s: refused port callback: %s", spawner._log_name, exc)
+            raise web.HTTPError(400, str(exc)) from None
+        if not spawner.pending == "spawn":
+            raise web.HTTPError(409, "The server is not starting.")
+        report = getattr(spawner, "report_port", None)
+        if report is None:
+            raise web.HTTPError(400, "This server does not take port callbacks.")
+        report(port)
+        self.log.info("%s: job reported port %d", spawner._log_name, port)
+        self.set_status(201)
+        self.finish(json.dumps({"message": "port recorded"}))
+
+
+def replace_batchspawner_handler() -> None:
+    """Swap batchspawner's handler (registered at its import) for ours, at the same path."""
+    import batchspawner.api  # noqa: F401  (registers its handler; we then take its place)
+
+    default_handlers[:] = [h for h in default_handlers if h[0] != CALLBACK_PATH]
+    default_handlers.append((CALLBACK_PATH, PortCallbackHandler))

@@ -1,0 +1,59 @@
+"""The one call a ``jupyterhub_config.py`` makes: :func:`install`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from shopfloor.context import ShopfloorContext
+from shopfloor.site import SiteConfig, load_site
+
+
+def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorContext:
+    """Configure JupyterHub for Shopfloor from a site file (or an already-loaded site).
+
+    Sets the spawner (:class:`~shopfloor.extensions.spawner.ShopfloorSpawner`), the safe port
+    callback, authentication (PAM: users log in with their Unix password), named servers and
+    the hub's state folder. Returns the shared context so a config file may adjust it.
+    Raises :class:`~shopfloor.site.SiteConfigError` for a bad site file.
+    """
+    if not isinstance(site, SiteConfig):
+        site = load_site(site)
+    from shopfloor.extensions.handlers import replace_batchspawner_handler
+    from shopfloor.extensions.spawner import ShopfloorSpawner
+
+    ctx = ShopfloorContext.from_site(site)
+    replace_batchspawner_handler()
+    state = Path(site.hub.state_dir)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    c.JupyterHub.bind_url = site.hub.bind_url
+    c.JupyterHub.hub_bind_url = site.hub.hub_bind_url
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    # Sessions are Slurm jobs: they outlive hub restarts and are reattached, not killed.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 5
+    c.JupyterHub.spawner_class = ShopfloorSpawner
+    c.JupyterHub.template_vars = {"announcement_login": f"{site.name}: log in with your "
+                                  "cluster account."}
+
+    c.JupyterHub.authenticator_class = "pam"
+    c.PAMAuthenticator.open_sessions = False
+    c.Authenticator.admin_users = set(site.auth.admin_users)
+    c.Authenticator.allowed_users = set(site.auth.allowed_users)
+    if site.auth.allowed_groups:
+        c.PAMAuthenticator.allowed_groups = set(site.auth.allowed_groups)
+
+    c.ShopfloorSpawner.context = ctx
+    c.ShopfloorSpawner.python = site.hub.python
+    c.ShopfloorSpawner.start_timeout = site.hub.start_timeout
+    c.ShopfloorSpawner.http_timeout = 120
+    c.ShopfloorSpawner.default_url = "/lab"
+    c.ShopfloorSpawner.pending_poll_interval = site.slurm.pending_poll_interval
+    c.ShopfloorSpawner.slurm_poll_interval = site.slurm.poll_interval
+    c.ShopfloorSpawner.poll_interval = max(10, int(site.slurm.poll_interval * 2))
+    c.ShopfloorSpawner.job_log_dir = site.slurm.job_log_dir
+    return ctx

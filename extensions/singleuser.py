@@ -1,0 +1,73 @@
+"""Job-side launcher: pick a port on this node, tell the hub, then become the server.
+
+Run inside the Slurm job as ``python -m shopfloor.extensions.singleuser <server> [args...]``.
+The hub learns only the port; it connects to the node's Slurm ``NodeAddr``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from urllib.parse import urlparse, urlunparse
+
+
+def node_address() -> str:
+    """This node's Slurm ``NodeAddr`` (what the hub connects to); all interfaces if unknown."""
+    node = os.environ.get("SLURMD_NODENAME", "")
+    if node:
+        try:
+            out = subprocess.run(
+                ["scontrol", "-o", "show", "node", node],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout
+            for token in out.split():
+                if token.startswith("NodeAddr="):
+                    return token.split("=", 1)[1]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "0.0.0.0"
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def report_port(port: int) -> None:
+    api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
+    request = urllib.request.Request(
+        f"{api}/batchspawner",
+        data=json.dumps({"port": port}).encode(),
+        headers={
+            "Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.exit("usage: python -m shopfloor.extensions.singleuser SERVER [ARGS...]")
+    address = node_address()
+    port = free_port(address)
+    service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if service_url:
+        url = urlparse(service_url)
+        host = address if address != "0.0.0.0" else (url.hostname or "127.0.0.1")
+        os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(url._replace(netloc=f"{host}:{port}"))
+    print(f"shopfloor: starting {args[0]} on {address}:{port}", flush=True)
+    report_port(port)
+    os.execv(args[0], [*args, f"--ip={address}", f"--port={port}"])
+
+
+if __name__ == "__main__":
+    main()

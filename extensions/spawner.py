@@ -1,0 +1,399 @@
+"""``ShopfloorSpawner``: a batchspawner ``SlurmSpawner`` that users and admins can trust.
+
+Differences from stock batchspawner, and why:
+
+* ``user_options`` from every path (form, ``/hub/spawn?opt-...`` URL, REST) go through the one
+  :class:`~shopfloor.resources.RequestPolicy`; the job script is built from the validated,
+  typed request only (:mod:`shopfloor.jobscript`), never by merging raw options into a template.
+* The server token reaches the job by name through sbatch's ``--export``, never in the script.
+* The job id is saved to the hub database as soon as ``sbatch`` returns.
+* Status comes from one shared, batched ``squeue`` (:class:`~shopfloor.jobwatch.JobWatcher`).
+* A job that fails, is cancelled or dies before calling back is reported within seconds with
+  Slurm's reason and the end of the job log; while pending, progress says why and until when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from batchspawner import SlurmSpawner
+from jupyterhub.spawner import SpawnException
+from sqlalchemy.orm import object_session
+from traitlets import Any as AnyTrait
+from traitlets import Float, Unicode, default
+
+from shopfloor.context import ShopfloorContext
+from shopfloor.jobscript import JobSpec, build_script
+from shopfloor.jobwatch import JobState, JobStatus
+from shopfloor.resources import RequestError, ResourceRequest, UserContext
+from shopfloor.slurm import JobInfo, SlurmError
+from shopfloor.timeutil import format_minutes
+
+#: Environment variables that are secrets: they travel by name only (sbatch --export).
+SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
+#: Slurm's pending reasons in users' words.
+PENDING_REASONS = {
+    "Resources": "waiting for free resources on the {partition} partition",
+    "Priority": "other jobs are ahead of yours in the queue",
+    "ReqNodeNotAvail": "the nodes it needs are unavailable (down, drained or reserved)",
+    "Reservation": "waiting for its reservation to start",
+    "Dependency": "waiting for another job to finish",
+    "BeginTime": "waiting for its start time",
+    "PartitionDown": "the {partition} partition is down",
+    "PartitionNodeLimit": "it asks for more nodes than the {partition} partition has",
+    "PartitionTimeLimit": "it asks for more time than the {partition} partition allows",
+    "QOSMaxJobsPerUserLimit": "you already run as many jobs as your QoS allows",
+    "AssocMaxJobsLimit": "your account runs as many jobs as it may",
+    "JobHeldAdmin": "an administrator is holding it",
+    "JobHeldUser": "it is held",
+    "None": "it was just submitted",
+}
+
+
+def describe_pending(info: JobInfo, position: int | None, now: datetime | None = None) -> str:
+    """One sentence on why a job waits and until when, for the pending page."""
+    reason = PENDING_REASONS.get(info.reason, info.reason).format(partition=info.partition)
+    text = f"Queued on {info.partition}: {reason}"
+    if position:
+        text += f"; position {position} in the queue"
+    if info.start is not None:
+        now = now or datetime.now()
+        wait = (info.start - now).total_seconds()
+        if wait > 60:
+            eta = format_minutes(int(wait // 60))
+            text += f"; expected to start around {info.start:%H:%M} (in {eta})"
+        else:
+            text += "; expected to start within a minute"
+    return text + "."
+
+
+class ShopfloorSpawner(SlurmSpawner):
+    """Spawn each user's JupyterLab as a Slurm job on a compute node.
+
+    Configure through the site file; ``shopfloor.extensions.install`` sets ``context``.
+    """
+
+    context = AnyTrait(
+        help="The ShopfloorContext (site, policy, Slurm seam, watchers) shared by all spawners."
+    ).tag(config=True)
+    python = Unicode(
+        help="Python interpreter in the job (must be readable by every user)."
+    ).tag(config=True)
+    pending_poll_interval = Float(
+        1.0, help="Seconds between status checks while the job is pending or starting."
+    ).tag(config=True)
+    slurm_poll_interval = Float(
+        5.0, help="Most seconds a poll may reuse the shared squeue snapshot for."
+    ).tag(config=True)
+    job_log_dir = Unicode(
+        "{home}/.shopfloor/logs", help="Job log folder; {home} and {user} are filled in."
+    ).tag(config=True)
+
+    request: ResourceRequest | None = None
+    node_name = ""
+    _port_event: asyncio.Event | None = None
+    _pending_message = ""
+
+    @default("python")
+    def _python_default(self) -> str:
+        return self.context.site.hub.python
+
+    @default("apply_user_options")
+    def _apply_default(self) -> Any:
+        return _apply_user_options
+
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        from shopfloor.extensions.spawnform import render_options_form
+
+        return render_options_form
+
+    # -- who and what ------------------------------------------------------------------
+
+    @property
+    def ctx(self) -> ShopfloorContext:
+        return self.context
+
+    def user_context(self) -> UserContext:
+        """The user's name, hub and Unix groups, admin flag: what the policy needs."""
+        groups = {g.name for g in getattr(self.user, "groups", [])}
+        try:
+            pw = pwd.getpwnam(self.user.name)
+            groups |= {grp.getgrgid(g).gr_name for g in os.getgrouplist(pw.pw_name, pw.pw_gid)}
+        except KeyError:
+            pass
+        return UserContext(self.user.name, frozenset(groups), bool(self.user.admin))
+
+    def options_from_form(self, form_data: dict[str, list[str]]) -> dict[str, Any]:
+        """Single-valued fields as strings; validation happens in ``apply_user_options``.
+
+        ``_xsrf`` is the form's own anti-forgery field, checked by the hub, not an option.
+        """
+        return {k: v[0] if len(v) == 1 else v for k, v in form_data.items() if k != "_xsrf"}
+
+    def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
+        return self.options_from_form(query_data)
+
+    async def validate_options(self, options: dict[str, Any]) -> ResourceRequest:
+        """Turn raw ``user_options`` into a request, or raise a 400 naming the bad fields."""
+        try:
+            live = await self.ctx.cluster_info.snapshot()
+        except SlurmError as exc:
+            raise SpawnException(
+                "Cannot reach the Slurm scheduler right now; please try again in a minute.",
+                reason="slurm_unreachable", log_message=str(exc), status_code=503,
+            ) from None
+        try:
+            return self.ctx.policy.validate(options, self.user_context(), live)
+        except RequestError as exc:
+            raise SpawnException(
+                f"Invalid resource request: {exc}", reason="invalid_options",
+                log_message=f"{self._log_name}: rejected user_options: {exc}",
+            ) from None
+
+    # -- state -------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.node_name:
+            state["node_name"] = self.node_name
+        if self.request is not None:
+            state["request"] = self.request.model_dump()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.node_name = state.get("node_name", "")
+        if state.get("request"):
+            self.request = ResourceRequest.model_validate(state["request"])
+        if self.job_id:
+            self.ctx.job_watcher.watch(self.job_id)
+
+    def clear_state(self) -> None:
+        if self.job_id:
+            self.ctx.job_watcher.unwatch(self.job_id)
+        super().clear_state()
+        self.node_name = ""
+
+    def _save_state_now(self) -> None:
+        """Persist the job id at once: a hub restart must not orphan a pending job."""
+        orm = getattr(self, "orm_spawner", None)
+        if orm is None:
+            return
+        orm.state = self.get_state()
+        session = object_session(orm)
+        if session is not None:
+            session.commit()
+
+    # -- the job -----------------------------------------------------------------------
+
+    def _home(self) -> str:
+        try:
+            return pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:
+            raise SpawnException(
+                f"There is no Unix account {self.user.name!r} on this system; ask your admin.",
+                reason="no_unix_user",
+            ) from None
+
+    def job_log_path(self) -> str:
+        return self.job_log_dir.format(home=self._home(), user=self.user.name)
+
+    def job_env(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(plain, secret) environment for the job."""
+        env = self.get_env()
+        secret = {k: env.pop(k) for k in SECRET_ENV if k in env}
+        home = self._home()
+        bin_dir = os.path.dirname(self.python)
+        plain = {k: str(v) for k, v in env.items() if k.startswith("JUPYTERHUB_")}
+        plain.update(
+            HOME=home, USER=self.user.name, LOGNAME=self.user.name, SHELL="/bin/bash",
+            PATH=f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", LANG="C.UTF-8",
+        )
+        return plain, secret
+
+    def job_command(self) -> list[str]:
+        bin_dir = os.path.dirname(self.python)
+        return [
+            self.python, "-m", "shopfloor.extensions.singleuser",
+            os.path.join(bin_dir, "jupyterhub-singleuser"), *self.get_args(),
+        ]
+
+    def build_job_script(self, request: ResourceRequest) -> tuple[str, dict[str, str]]:
+        plain, secret = self.job_env()
+        server = self.name or "default"
+        spec = JobSpec(
+            name=f"shopfloor-{self.user.name}-{server}"[:120],
+            request=request,
+            command=self.job_command(),
+            output=f"{self.job_log_path()}/%j.log",
+            workdir=self._home(),
+            env=plain,
+        )
+        return build_script(spec), secret
+
+    async def _ensure_log_dir(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "sudo", "-n", "-u", self.user.name, "--", "mkdir", "-p", self.job_log_path(),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode:
+            raise SpawnException(
+                f"Cannot create your job log folder {self.job_log_path()}; ask your admin.",
+                reason="log_dir", log_message=err.decode(errors="replace"),
+            )
+
+    def job_log_tail(self, lines: int = 15) -> str:
+        if not self.job_id:
+            return ""
+        path = f"{self.job_log_path()}/{self.job_id}.log"
+        try:
+            with open(path, errors="replace") as fh:
+                return "".join(fh.readlines()[-lines:]).strip()
+        except OSError:
+            return ""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def report_port(self, port: int) -> None:
+        """Called by the port callback handler with a validated port."""
+        self.port = port
+        if self._port_event is not None:
+            self._port_event.set()
+
+    async def start(self) -> tuple[str, int]:
+        if self.request is None:
+            self.request = await self.validate_options(self.user_options or {})
+        request = self.request
+        self.port = 0
+        self._port_event = asyncio.Event()
+        self._pending_message = "Submitting your session to Slurm"
+        await self._ensure_log_dir()
+        script, secret = self.build_job_script(request)
+        try:
+            self.job_id = await self.ctx.slurm.sbatch(
+                script, user=self.user.name, secret_env=secret
+            )
+        except SlurmError as exc:
+            raise SpawnException(
+                f"Slurm refused the job: {exc.slurm_message}", reason="sbatch_failed",
+                log_message=str(exc),
+            ) from None
+        self.log.info("%s: submitted job %s to %s", self._log_name, self.job_id, request.partition)
+        self.ctx.job_watcher.watch(self.job_id)
+        self._save_state_now()
+        return await self._wait_until_ready()
+
+    async def _wait_until_ready(self) -> tuple[str, int]:
+        port_event = self._port_event or asyncio.Event()
+        request = self.request
+        partition = request.partition if request else "?"
+        while True:
+            status = await self.ctx.job_watcher.status(
+                self.job_id, max_age=self.pending_poll_interval
+            )
+            if status.state is JobState.GONE:
+                raise self._died_error(status)
+            if status.state is JobState.UNKNOWN:
+                self._pending_message = (
+                    f"Slurm is not answering ({status.error}); still waiting for your job"
+                )
+            elif status.info and status.info.is_pending:
+                live = await self.ctx.cluster_info.snapshot()
+                queue = list(live.pending.get(partition, []))
+                position = queue.index(self.job_id) + 1 if self.job_id in queue else None
+                self._pending_message = describe_pending(status.info, position)
+            elif status.info and status.info.is_running:
+                self.node_name = status.info.batch_host
+                self._pending_message = (
+                    f"Running on {self.node_name}; waiting for JupyterLab to start"
+                )
+            if self.port and self.node_name:
+                break
+            try:
+                await asyncio.wait_for(port_event.wait(), self.pending_poll_interval)
+            except TimeoutError:
+                pass
+        self.ip = await self.ctx.node_address(self.node_name)
+        self._save_state_now()
+        self.log.info(
+            "%s: job %s ready on %s (%s:%s)",
+            self._log_name, self.job_id, self.node_name, self.ip, self.port,
+        )
+        return self.ip, self.port
+
+    def _died_error(self, status: JobStatus) -> SpawnException:
+        info = status.info
+        what = f"ended ({info.state.lower()}, {info.reason})" if info else "left the queue"
+        tail = self.job_log_tail()
+        log_path = f"{self.job_log_path()}/{self.job_id}.log"
+        message = f"Your session job {self.job_id} {what} before JupyterLab started."
+        if tail:
+            message += f"\nLast lines of {log_path}:\n{tail}"
+        else:
+            message += f" Its log would be at {log_path}."
+        job_id = self.job_id
+        self.clear_state()
+        self._save_state_now()
+        return SpawnException(
+            message, reason="job_died", log_message=f"{self._log_name}: job {job_id} {what}"
+        )
+
+    async def poll(self) -> int | None:
+        if not self.job_id:
+            return 0
+        status = await self.ctx.job_watcher.status(self.job_id, max_age=self.slurm_poll_interval)
+        if status.state is JobState.ACTIVE:
+            return None
+        if status.state is JobState.UNKNOWN:
+            # Slurm unreachable: keep the server; JupyterHub will poll again.
+            self.log.warning("%s: job %s status unknown: %s", self._log_name, self.job_id,
+                             status.error)
+            return None
+        self.log.info("%s: job %s is gone", self._log_name, self.job_id)
+        self.clear_state()
+        return 1
+
+    async def stop(self, now: bool = False) -> None:
+        if not self.job_id:
+            return
+        job_id = self.job_id
+        try:
+            await self.ctx.slurm.scancel(job_id)
+        except SlurmError as exc:
+            self.log.warning("%s: scancel %s failed: %s", self._log_name, job_id, exc)
+        deadline = time.monotonic() + (0 if now else 10)
+        while time.monotonic() < deadline:
+            status = await self.ctx.job_watcher.status(job_id, max_age=0.5)
+            if status.state is JobState.GONE:
+                break
+            await asyncio.sleep(0.5)
+        self.log.info("%s: cancelled job %s", self._log_name, job_id)
+        self.clear_state()
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        last = None
+        while True:
+            message = self._pending_message
+            if message and message != last:
+                last = message
+                yield {"progress": 50 if "Running" in message else 20, "message": message}
+            await asyncio.sleep(0.5)
+
+
+def _apply_user_options(spawner: ShopfloorSpawner, user_options: dict[str, Any]) -> Any:
+    async def apply() -> None:
+        spawner.request = await spawner.validate_options(user_options or {})
+    return apply()
+
+
+__all__ = ["ShopfloorSpawner", "describe_pending"]

@@ -1,0 +1,68 @@
+"""The spawn page form: live availability per partition and inputs bounded by policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from shopfloor.slurm import SlurmError
+from shopfloor.timeutil import format_minutes
+
+if TYPE_CHECKING:
+    from shopfloor.extensions.spawner import ShopfloorSpawner
+
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+async def partition_rows(spawner: ShopfloorSpawner) -> tuple[list[dict[str, Any]], str | None]:
+    """One row per partition the user may use: live numbers, limits and defaults."""
+    ctx = spawner.ctx
+    user = spawner.user_context()
+    error = None
+    try:
+        live = await ctx.cluster_info.snapshot()
+    except SlurmError as exc:
+        live, error = None, f"Live availability is unavailable: {exc.slurm_message}"
+    rows = []
+    for name in ctx.policy.partitions_for(user):
+        policy = ctx.site.partitions[name]
+        info = live.partitions.get(name) if live else None
+        limits = ctx.policy.limits(user, name, live)
+        rows.append({
+            "name": name,
+            "description": policy.description,
+            "demo_gpus": policy.demo_gpus,
+            "info": info,
+            "pending": len(live.pending.get(name, [])) if live else None,
+            "limits": limits,
+            "max_walltime": format_minutes(limits.max_walltime_minutes),
+            "defaults": ctx.policy.defaults(user, name, live),
+        })
+    return rows, error
+
+
+def _previous_choice(spawner: ShopfloorSpawner) -> dict[str, Any]:
+    """The user's last request (this server's, else their default server's)."""
+    if spawner.user_options:
+        return dict(spawner.user_options)
+    for other in getattr(spawner.user, "spawners", {}).values():
+        if other is not spawner and getattr(other, "user_options", None):
+            return dict(other.user_options)
+    return {}
+
+
+async def render_options_form(spawner: ShopfloorSpawner) -> str:
+    rows, error = await partition_rows(spawner)
+    previous = _previous_choice(spawner)
+    names = [r["name"] for r in rows]
+    selected = previous.get("partition")
+    if selected not in names:
+        selected = spawner.ctx.policy.default_partition(spawner.user_context())
+    return _env.get_template("spawn_form.html").render(
+        rows=rows, selected=selected, previous=previous, error=error,
+    )

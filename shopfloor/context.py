@@ -1,0 +1,44 @@
+"""The objects one hub process shares: site, policy, the Slurm seam and its caches."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from shopfloor.clusterinfo import ClusterInfo
+from shopfloor.jobwatch import JobWatcher
+from shopfloor.resources import RequestPolicy
+from shopfloor.site import SiteConfig
+from shopfloor.slurm import Slurm
+
+
+@dataclass
+class ShopfloorContext:
+    """Built once by :func:`shopfloor.extensions.install.install` and handed to spawners."""
+
+    site: SiteConfig
+    slurm: Slurm
+    policy: RequestPolicy
+    cluster_info: ClusterInfo
+    job_watcher: JobWatcher
+    _addresses: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_site(cls, site: SiteConfig, slurm: Slurm | None = None) -> ShopfloorContext:
+        slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir)
+        return cls(
+            site=site,
+            slurm=slurm,
+            policy=RequestPolicy(site),
+            cluster_info=ClusterInfo(slurm, site.slurm.info_cache_seconds),
+            job_watcher=JobWatcher(slurm),
+        )
+
+    async def node_address(self, node: str) -> str:
+        """Where to connect to ``node`` (Slurm's ``NodeAddr``), cached for ten minutes."""
+        cached = self._addresses.get(node)
+        if cached and time.monotonic() - cached[0] < 600:
+            return cached[1]
+        address = await self.slurm.node_address(node)
+        self._addresses[node] = (time.monotonic(), address)
+        return address

@@ -1,0 +1,217 @@
+"""The site file: one YAML document that describes a Shopfloor deployment.
+
+It is loaded once by ``hub_config/jupyterhub_config.py`` and validated by :class:`SiteConfig`.
+Every admin setting lives here, with its meaning in the field's description; a broken file
+raises :class:`SiteConfigError` whose message names the bad field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shopfloor.timeutil import format_minutes, parse_walltime
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class SiteConfigError(ValueError):
+    """The site file is missing or invalid; the message says which field and what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Upper bounds on what one request may ask for. ``None`` means "no extra limit"."""
+
+    max_nodes: int | None = Field(None, ge=1, description="Most nodes one job may use.")
+    max_cpus: int | None = Field(None, ge=1, description="Most CPUs per node one job may use.")
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="Most memory per node, in GiB, one job may use."
+    )
+    max_gpus: int | None = Field(None, ge=0, description="Most GPUs per node one job may use.")
+    max_walltime: str | None = Field(
+        None, description="Longest walltime, as Slurm writes it (e.g. '4:00:00' or '1-00:00:00')."
+    )
+
+    @field_validator("max_walltime")
+    @classmethod
+    def _walltime(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_walltime(value)
+        return value
+
+    @property
+    def max_walltime_minutes(self) -> int | None:
+        return parse_walltime(self.max_walltime) if self.max_walltime else None
+
+
+class PartitionPolicy(Limits):
+    """What users may ask of one Slurm partition, and how the spawn page describes it."""
+
+    description: str = Field("", description="One line shown to users on the spawn page.")
+    default_cpus: int = Field(1, ge=1, description="CPUs preselected on the spawn page.")
+    default_memory_gb: float = Field(2, gt=0, description="Memory (GiB) preselected.")
+    default_gpus: int = Field(0, ge=0, description="GPUs preselected.")
+    default_walltime: str = Field("1:00:00", description="Walltime preselected.")
+    groups: list[Name] = Field(
+        default_factory=list,
+        description="Unix/hub groups whose members may use this partition; empty means everyone.",
+    )
+    qos: list[Name] = Field(
+        default_factory=list, description="QoS names users may ask for on this partition."
+    )
+    demo_gpus: bool = Field(
+        False, description="True when the partition's GPUs are demo devices, not real GPUs."
+    )
+
+    @field_validator("default_walltime")
+    @classmethod
+    def _default_walltime(cls, value: str) -> str:
+        parse_walltime(value)
+        return value
+
+
+class SlurmSettings(_Strict):
+    """How the hub talks to Slurm."""
+
+    bin_dir: str = Field("", description="Folder of sbatch/squeue/...; empty means use PATH.")
+    poll_interval: float = Field(
+        5.0, gt=0, le=300,
+        description="Seconds between the hub's batched squeue calls for running servers.",
+    )
+    pending_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between squeue calls while a spawn is pending."
+    )
+    info_cache_seconds: float = Field(
+        10.0, ge=0, le=600, description="How long sinfo/scontrol answers are reused."
+    )
+    job_log_dir: str = Field(
+        "{home}/.shopfloor/logs",
+        description="Where job logs go; {home} and {user} are filled in. Must be user-writable.",
+    )
+
+
+class AuthSettings(_Strict):
+    """Who may log in."""
+
+    admin_users: list[Name] = Field(default_factory=list, description="Hub administrators.")
+    allowed_users: list[Name] = Field(
+        default_factory=list, description="Users allowed to log in (with their Unix password)."
+    )
+    allowed_groups: list[Name] = Field(
+        default_factory=list, description="Unix groups whose members may log in."
+    )
+
+
+class HubSettings(_Strict):
+    """Where the hub listens and keeps its state."""
+
+    bind_url: str = Field("http://127.0.0.1:8000", description="Public URL users open.")
+    hub_bind_url: str = Field(
+        "http://127.0.0.1:8081", description="Internal hub API URL; compute nodes must reach it."
+    )
+    state_dir: str = Field("/var/lib/shopfloor", description="Hub database, cookie secret, logs.")
+    python: str = Field(
+        "/opt/shopfloor/venv/bin/python",
+        description="Python that jobs run (readable and executable by every user).",
+    )
+    start_timeout: int = Field(
+        600, ge=30, description="Seconds a session may take from submit to ready, queue included."
+    )
+
+
+class SiteConfig(_Strict):
+    """A whole site file."""
+
+    name: str = Field("Shopfloor", description="Name shown in page titles.")
+    hub: HubSettings = Field(default_factory=HubSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    partitions: dict[Name, PartitionPolicy] = Field(
+        ..., min_length=1, description="Partitions users may ask for, by Slurm name."
+    )
+    default_partition: Name | None = Field(
+        None, description="Partition preselected for new users; the first listed if empty."
+    )
+    group_limits: dict[Name, Limits] = Field(
+        default_factory=dict,
+        description="Extra, tighter limits for members of a group (e.g. workshop participants).",
+    )
+
+    @model_validator(mode="after")
+    def _default_is_listed(self) -> SiteConfig:
+        if self.default_partition and self.default_partition not in self.partitions:
+            raise ValueError(
+                f"default_partition {self.default_partition!r} is not one of the partitions "
+                f"({', '.join(self.partitions)})"
+            )
+        return self
+
+    @property
+    def initial_partition(self) -> str:
+        return self.default_partition or next(iter(self.partitions))
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Turn pydantic's errors into lines that name each field and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known setting (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "is required"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_site(data: Any, source: str = "site file") -> SiteConfig:
+    """Validate already-loaded site data."""
+    if not isinstance(data, dict):
+        raise SiteConfigError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SiteConfigError(f"{source} is invalid:\n{describe_errors(exc)}") from None
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    """Read and validate a YAML site file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SiteConfigError(
+            f"cannot read site file {path}: {exc.strerror}. "
+            "Set SHOPFLOOR_SITE to your site file (hub_config/demo_site.yaml is an example)."
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SiteConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_site(data, str(path))
+
+
+__all__ = [
+    "AuthSettings",
+    "HubSettings",
+    "Limits",
+    "PartitionPolicy",
+    "SiteConfig",
+    "SiteConfigError",
+    "SlurmSettings",
+    "format_minutes",
+    "load_site",
+    "parse_site",
+]
