@@ -30,6 +30,7 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
 
     c.JupyterHub.bind_url = site.hub.bind_url
     c.JupyterHub.hub_bind_url = site.hub.hub_bind_url
+    c.ConfigurableHTTPProxy.api_url = site.hub.proxy_api_url
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     # Sessions are Slurm jobs: they outlive hub restarts and are reattached, not killed.

@@ -213,8 +213,13 @@ class Hub:
             time.sleep(0.2)
         if self.pid():
             os.kill(pid, signal.SIGKILL)
-        # The proxy is the hub's child in its own session; make sure it goes too.
-        subprocess.run(["pkill", "-f", PROXY], capture_output=True)
+        # The hub stops the proxy it started; if it was killed, the proxy's pid file remains.
+        proxy_pid = self.state / "jupyterhub-proxy.pid"
+        try:
+            os.kill(int(proxy_pid.read_text().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+        proxy_pid.unlink(missing_ok=True)
         self.pid_file.unlink(missing_ok=True)
 
 

@@ -23,6 +23,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,9 +32,10 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.slurm import Slurm, SlurmError, parse_slurm_time
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ _READY_STATES = frozenset({"idle", "mix", "alloc", "comp", "resv", "plnd"})
 _RESUMABLE_STATES = frozenset({"down", "drain", "drng", "drained", "fail", "failg"})
 #: Flags ``sinfo %t`` appends to a state (``*`` = not responding).
 _STATE_FLAGS = "*~#!%$@^-"
+#: How slurmstepd names itself: ``slurmstepd: [123.batch]``, ``[123.0]``, ``[123.extern]``.
+_STEPD_TITLE = re.compile(r"slurmstepd: \[(\d+)[.\]]")
 #: Seconds between SIGTERM and SIGKILL when stopping a daemon.
 _STOP_GRACE = 8.0
 
@@ -377,7 +381,11 @@ class LocalCluster:
                 self._stop_all(running)
                 running = self._daemon_pids()
             self._link_system_config()
-            self._start_missing(running)
+            controller_started = self._start_missing(running)
+            # Jobs that began before the controller now running (or 10 s ago) have their
+            # slurmstepd by now, unless they died with a crash.
+            cutoff = controller_started or datetime.now() - timedelta(seconds=10)
+            self._cancel_lost_jobs(cutoff)
             return self._wait_ready(deadline)
 
     def down(self) -> None:
@@ -482,18 +490,49 @@ class LocalCluster:
                 found.setdefault(node, []).append(pid)
         return found
 
-    def _start_missing(self, running: dict[str, list[int]]) -> None:
+    def _start_missing(self, running: dict[str, list[int]]) -> datetime | None:
+        """Start the daemons that are not running; when slurmctld was started, return when."""
+        controller_started = None
         roles = ["slurmctld", *(n.name for n in self.nodes)]
         for role in roles:
             if running.get(role):
                 continue
             self._pid_file(role).unlink(missing_ok=True)  # stale: its daemon is not running
             if role == "slurmctld":
+                controller_started = datetime.now().replace(microsecond=0)
                 self._spawn(role, [_which_or_fail("slurmctld"), "-f", str(self.slurm_conf)])
                 self._wait_controller()
             else:
                 args = [_which_or_fail("slurmd"), "-f", str(self.slurm_conf), "-N", role]
                 self._spawn(role, args)
+        return controller_started
+
+    def _cancel_lost_jobs(self, started_before: datetime) -> None:
+        """Cancel jobs Slurm believes RUNNING whose processes are gone.
+
+        slurmctld saves job state lazily (a job's start and end can go unsaved for minutes),
+        so after it is killed it may recover jobs as RUNNING that ended meanwhile, or whose
+        processes died with it. No slurmd reports them missing (the machine did not reboot):
+        they would hold their nodes until their time limit. Every node is on this machine, so
+        a RUNNING job without a ``slurmstepd`` here is such a ghost.
+        """
+        try:
+            out = self.slurm.run_sync(["squeue", "-h", "-t", "RUNNING", "-o", "%A|%S"])
+        except SlurmError as exc:
+            log.warning("cannot look for jobs lost in a crash: %s", exc)
+            return
+        alive = _jobs_with_stepd()
+        for line in out.splitlines():
+            job_id, _, start = line.partition("|")
+            started = parse_slurm_time(start)
+            if job_id in alive or started is None or started >= started_before:
+                continue
+            log.warning(
+                "job %s is RUNNING for Slurm but has no process left (lost in a crash of "
+                "slurmctld): cancelling it to free its nodes", job_id,
+            )
+            with contextlib.suppress(SlurmError):
+                self.slurm.run_sync(["scancel", job_id])
 
     def _spawn(self, role: str, argv: list[str]) -> None:
         """Start one daemon (it forks into the background itself)."""
@@ -779,6 +818,16 @@ def _processes() -> Iterator[tuple[int, list[str]]]:
             argv = _cmdline(int(entry.name))
             if argv:
                 yield int(entry.name), argv
+
+
+def _jobs_with_stepd() -> set[str]:
+    """Ids of the jobs that have a ``slurmstepd`` on this machine (titled ``[123.batch]``)."""
+    jobs = set()
+    for _pid, argv in _processes():
+        match = _STEPD_TITLE.match(argv[0])
+        if match:
+            jobs.add(match.group(1))
+    return jobs
 
 
 def _port_free(port: int) -> bool:

@@ -127,13 +127,13 @@ def _text(value: Any) -> str:
         raise ValueError("must be text, not a file")
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a single value")
-    text = str(value).strip()
+    text = str(value)
     if len(text) > _MAX_TEXT:
         raise ValueError(f"is too long ({len(text)} characters; at most {_MAX_TEXT})")
     for char in text:
         if unicodedata.category(char)[0] in {"C", "Z"} and char != " ":
             raise ValueError("contains control or invisible characters")
-    return text
+    return text.strip()
 
 
 def _name(value: Any) -> str | None:
@@ -270,8 +270,8 @@ class RequestPolicy:
         problems: dict[str, str] = {}
         for key in raw:
             if key not in FIELDS:
-                shown = _text(key)[:40] if isinstance(key, str) else repr(key)[:40]
-                problems[shown or "(empty)"] = (
+                shown = repr(key)[:40] if key else "(empty name)"
+                problems[shown] = (
                     "is not a setting you can choose; allowed: " + ", ".join(FIELDS)
                 )
         if problems:

@@ -120,6 +120,9 @@ class HubSettings(_Strict):
     hub_bind_url: str = Field(
         "http://127.0.0.1:8081", description="Internal hub API URL; compute nodes must reach it."
     )
+    proxy_api_url: str = Field(
+        "http://127.0.0.1:8001", description="Where the hub talks to configurable-http-proxy."
+    )
     state_dir: str = Field("/var/lib/shopfloor", description="Hub database, cookie secret, logs.")
     python: str = Field(
         "/opt/shopfloor/venv/bin/python",

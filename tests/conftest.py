@@ -1,0 +1,47 @@
+"""Shared fixtures: a real JupyterHub on the real local Slurm cluster.
+
+The test hub runs beside any demo hub: its own ports (8500-8502) and state folder. It uses the
+demo's Unix users and their generated passwords.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import RunningHub, write_test_site
+
+from shopfloor.demo import Credentials, Hub, credentials_path, default_site_file
+from shopfloor.localcluster import LocalCluster
+from shopfloor.site import load_site
+
+
+@pytest.fixture(scope="session")
+def cluster() -> LocalCluster:
+    cluster = LocalCluster()
+    cluster.up(timeout=120)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def passwords() -> dict[str, str]:
+    return Credentials(credentials_path(load_site(default_site_file()))).ensure()
+
+
+@pytest.fixture(scope="session")
+def hub(cluster: LocalCluster, passwords: dict[str, str]) -> Iterator[RunningHub]:
+    directory = Path(tempfile.mkdtemp(prefix="shopfloor-test-hub-"))
+    site_file = write_test_site(directory)
+    site = load_site(site_file)
+    process = Hub(site, site_file)
+    process.start(detach=True)
+    try:
+        yield RunningHub(site.hub.bind_url, site, site_file, process, passwords)
+    finally:
+        process.stop()

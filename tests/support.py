@@ -1,0 +1,53 @@
+"""Helpers shared by the integration and browser tests (not fixtures: see conftest.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from hubclient import HubClient
+
+from shopfloor.demo import Hub
+from shopfloor.site import SiteConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_PORTS = {"bind_url": 8500, "hub_bind_url": 8501, "proxy_api_url": 8502}
+
+
+@dataclass
+class RunningHub:
+    url: str
+    site: SiteConfig
+    site_file: Path
+    process: Hub
+    passwords: dict[str, str]
+
+    def client(self, user: str) -> HubClient:
+        client = HubClient(self.url)
+        client.login(user, self.passwords[user])
+        return client
+
+    def log_text(self) -> str:
+        return self.process.log_file.read_text(errors="replace")
+
+
+def write_test_site(directory: Path, **overrides: object) -> Path:
+    data = yaml.safe_load((REPO / "hub_config" / "demo_site.yaml").read_text())
+    for key, port in TEST_PORTS.items():
+        data["hub"][key] = f"http://127.0.0.1:{port}"
+    data["hub"]["state_dir"] = str(directory / "hub")
+    data.update(overrides)
+    path = directory / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def squeue_jobs(user: str) -> list[dict[str, str]]:
+    out = subprocess.run(
+        ["squeue", "-h", "-u", user, "-o", "%i|%T|%u|%N|%j|%P"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    keys = ("id", "state", "user", "nodes", "name", "partition")
+    return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines()]

@@ -1,0 +1,199 @@
+"""The one resource-request model: types, limits, groups, live data, injection attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from shopfloor.resources import (
+    LiveCluster,
+    RequestError,
+    RequestPolicy,
+    Reservation,
+    UserContext,
+    parse_reservations,
+)
+from shopfloor.site import parse_site
+from shopfloor.slurm import PartitionInfo
+
+SITE = parse_site({
+    "partitions": {
+        "cpu": {"max_cpus": 8, "max_memory_gb": 16, "max_walltime": "8:00:00",
+                "default_cpus": 2, "default_memory_gb": 4, "default_walltime": "2:00:00"},
+        "gpu": {"max_cpus": 4, "max_gpus": 2, "max_walltime": "4:00:00", "groups": ["gpuusers"],
+                "qos": ["high"]},
+        "debug": {"max_cpus": 2, "max_walltime": "0:30:00", "default_walltime": "0:10:00"},
+    },
+    "default_partition": "cpu",
+    "group_limits": {"workshop": {"max_cpus": 1, "max_walltime": "1:00:00"}},
+})
+POLICY = RequestPolicy(SITE)
+ALICE = UserContext("alice", frozenset({"gpuusers"}))
+BOB = UserContext("bob")
+
+
+def live(**overrides: object) -> LiveCluster:
+    cpu = PartitionInfo(
+        name="cpu", default=True, up=True, max_time_minutes=480, nodes_allocated=0,
+        nodes_idle=2, nodes_other=0, nodes_total=2, cpus_allocated=0, cpus_idle=8,
+        cpus_other=0, cpus_total=8, memory_per_node_mb=4000, gpus_per_node=0, gres="(null)",
+    )
+    gpu = PartitionInfo(
+        name="gpu", default=False, up=True, max_time_minutes=240, nodes_allocated=0,
+        nodes_idle=1, nodes_other=0, nodes_total=1, cpus_allocated=0, cpus_idle=4,
+        cpus_other=0, cpus_total=4, memory_per_node_mb=4000, gpus_per_node=2, gres="gpu:2",
+    )
+    debug = PartitionInfo(
+        name="debug", default=False, up=True, max_time_minutes=30, nodes_allocated=0,
+        nodes_idle=1, nodes_other=0, nodes_total=1, cpus_allocated=0, cpus_idle=4,
+        cpus_other=0, cpus_total=4, memory_per_node_mb=4000, gpus_per_node=0, gres="(null)",
+    )
+    res = Reservation("workshop1", "cpu", frozenset({"alice"}), datetime(2026, 1, 1), None)
+    return LiveCluster(
+        partitions={"cpu": cpu, "gpu": gpu, "debug": debug},
+        reservations={"workshop1": res},
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+def test_defaults_fill_in_an_empty_request() -> None:
+    req = POLICY.validate({}, BOB, live())
+    assert req.partition == "cpu"
+    assert (req.cpus, req.walltime_minutes) == (2, 120)
+    # the site default (4 GiB) is clipped to what a node has (4000 MB)
+    assert req.memory_gb == 4000 / 1024
+
+
+def test_form_strings_are_typed() -> None:
+    req = POLICY.validate(
+        {"partition": "gpu", "cpus": "2", "memory_gb": "1.5", "gpus": "1", "walltime": "1:30"},
+        ALICE, live(),
+    )
+    assert (req.partition, req.cpus, req.memory_gb, req.gpus) == ("gpu", 2, 1.5, 1)
+    assert req.walltime_minutes == 90
+    assert req.memory_mb == 1536
+
+
+def test_live_cluster_caps_site_limits() -> None:
+    # The site allows 16 GiB on cpu, but the nodes only have ~3.9 GiB.
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"memory_gb": 8}, BOB, live())
+    assert "memory_gb" in err.value.problems
+    assert "3.90625 GiB" in err.value.problems["memory_gb"]
+
+
+def test_walltime_message_is_in_users_words() -> None:
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "gpu", "walltime": "8:00:00"}, ALICE, live())
+    assert err.value.problems["walltime"] == (
+        "the gpu partition allows at most 4 hours; you asked for 8 hours"
+    )
+
+
+@pytest.mark.parametrize("key", ["cmd", "prologue", "output", "req_options", "batch_script",
+                                 "partition\n#SBATCH --uid=0", ""])
+def test_unknown_keys_are_refused(key: str) -> None:
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({key: "x"}, BOB)
+    assert "is not a setting you can choose" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("partition", "cpu\n#SBATCH --partition=gpu"),
+        ("partition", "cpu\r"),
+        ("partition", "cpu;rm -rf ~"),
+        ("partition", "$(id)"),
+        ("partition", "'cpu'"),
+        ("partition", "cpu\u200b"),
+        ("partition", "çpu"),
+        ("account", "a" * 65),
+        ("cpus", "1; echo"),
+        ("cpus", "10000000000"),
+        ("cpus", True),
+        ("cpus", 1.5),
+        ("cpus", {"a": 1}),
+        ("memory_gb", "1e9"),
+        ("memory_gb", "NaN"),
+        ("walltime", "1:99"),
+        ("walltime", "forever"),
+        ("reservation", "x`id`"),
+        ("qos", ["a", "b"]),
+    ],
+)
+def test_injection_and_bad_types_are_refused(field: str, value: object) -> None:
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({field: value}, ALICE, live())
+    assert field in err.value.problems
+
+
+def test_huge_values_are_refused_with_the_limit() -> None:
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"cpus": 999999, "nodes": 50}, BOB, live())
+    assert err.value.problems["cpus"] == "the cpu partition allows 1 to 4; you asked for 999999"
+    assert err.value.problems["nodes"] == "the cpu partition allows 1 to 2; you asked for 50"
+
+
+def test_partition_groups_are_enforced() -> None:
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "gpu"}, BOB, live())
+    assert err.value.problems["partition"] == (
+        "'gpu' is not a partition you may use; choose one of cpu, debug"
+    )
+    assert POLICY.partitions_for(BOB) == ["cpu", "debug"]
+    assert POLICY.partitions_for(ALICE) == ["cpu", "gpu", "debug"]
+
+
+def test_group_limits_tighten() -> None:
+    carol = UserContext("carol", frozenset({"workshop"}))
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"cpus": 2}, carol, live())
+    assert "allows 1 to 1" in err.value.problems["cpus"]
+    # defaults are clipped to what the user may ask
+    assert POLICY.defaults(carol, "cpu", live())["walltime_minutes"] == 60
+
+
+def test_reservations_checked_against_live_cluster() -> None:
+    assert POLICY.validate({"reservation": "workshop1"}, ALICE, live()).reservation == "workshop1"
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"reservation": "workshop1"}, BOB, live())
+    assert err.value.problems["reservation"] == "reservation 'workshop1' is not open to you"
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"reservation": "nope"}, ALICE, live())
+    assert "there is no reservation 'nope'" in err.value.problems["reservation"]
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"reservation": "workshop1", "partition": "debug"}, ALICE, live())
+    assert "is for the cpu partition" in err.value.problems["reservation"]
+
+
+def test_qos_only_from_the_site_list() -> None:
+    assert POLICY.validate({"partition": "gpu", "qos": "high"}, ALICE, live()).qos == "high"
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"qos": "high"}, ALICE, live())
+    assert "qos" in err.value.problems
+
+
+def test_partition_missing_from_cluster() -> None:
+    only_cpu = LiveCluster(partitions={"cpu": live().partitions["cpu"]})
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "debug"}, BOB, only_cpu)
+    assert "does not exist on this cluster now" in err.value.problems["partition"]
+
+
+def test_as_options_round_trips() -> None:
+    req = POLICY.validate({"partition": "debug", "cpus": 2, "walltime": 20}, BOB, live())
+    assert POLICY.validate(req.as_options(), BOB, live()) == req
+
+
+def test_parse_reservations() -> None:
+    text = (
+        "ReservationName=ws StartTime=2026-11-27T10:00:00 EndTime=2026-11-27T12:00:00 "
+        "Duration=02:00:00 Nodes=node[1-2] NodeCnt=2 CoreCnt=8 Features=(null) "
+        "PartitionName=cpu Flags= TRES=cpu=8 Users=alice,bob Groups=(null) Accounts=(null) "
+        "Licenses=(null) State=INACTIVE BurstBuffer=(null) Watts=n/a\n"
+    )
+    res = parse_reservations(text)["ws"]
+    assert res.partition == "cpu" and res.users == {"alice", "bob"} and res.state == "INACTIVE"
+    assert res.start == datetime(2026, 11, 27, 10)
