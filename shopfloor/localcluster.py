@@ -364,8 +364,10 @@ class LocalCluster:
         """Start whatever is not running and wait until every node takes jobs.
 
         Safe to call again at any time: running daemons are kept (restarted only if the
-        layout changed), dead ones restarted, stale pid files removed, DOWN nodes resumed.
-        Raises :class:`ClusterError` with the daemon's last log lines if it cannot.
+        layout changed), dead ones restarted, stale pid files ignored, nodes left DOWN or
+        DRAINED resumed, and jobs that lost their processes in a crash cancelled. Starts
+        munged if it does not answer. Raises :class:`ClusterError`, with the daemon's last
+        log lines where there are any, if it cannot.
         """
         deadline = time.monotonic() + timeout
         self._check_binaries()
@@ -643,9 +645,10 @@ class LocalCluster:
         """SIGTERM every daemon (nodes first), SIGKILL what is left after a grace period."""
         roles = [n.name for n in self.nodes] + ["slurmctld"]
         nodes_first = sorted(running, key=lambda role: role == "slurmctld")
-        pids = {pid for role in nodes_first for pid in running[role]}
-        pids |= self._pids_from_files()
-        for pid in pids:
+        ordered = [pid for role in nodes_first for pid in running[role]]
+        ordered += sorted(self._pids_from_files() - set(ordered))
+        pids = set(ordered)
+        for pid in ordered:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + _STOP_GRACE
@@ -720,9 +723,7 @@ class LocalCluster:
 def munge_works() -> bool:
     """True if ``munge -n | unmunge`` succeeds, i.e. munged runs with a usable key."""
     try:
-        cred = subprocess.run(
-            ["munge", "-n"], capture_output=True, timeout=10, check=False
-        )
+        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10, check=False)
         if cred.returncode != 0:
             return False
         check = subprocess.run(

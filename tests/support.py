@@ -40,7 +40,7 @@ def write_test_site(directory: Path, **overrides: object) -> Path:
     data["hub"]["state_dir"] = str(directory / "hub")
     data.update(overrides)
     path = directory / "site.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

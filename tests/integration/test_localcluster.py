@@ -84,10 +84,29 @@ def _slurm_daemons() -> list[str]:
     return found
 
 
-def _assert_all_idle(cluster: LocalCluster) -> None:
-    status = cluster.status()
-    assert status.running, status.table()
-    assert status.nodes == {"node1": "idle", "node2": "idle", "gpu1": "idle", "debug1": "idle"}
+def _busy_nodes(slurm: Slurm) -> set[str]:
+    """Nodes where some job (another test's, or a hub user's on this shared cluster) runs."""
+    lists = slurm.run_sync(["squeue", "-h", "-t", "RUNNING,COMPLETING", "-o", "%N"]).split()
+    if not lists:
+        return set()
+    return set(slurm.run_sync(["scontrol", "show", "hostnames", ",".join(lists)]).split())
+
+
+def _assert_all_idle(cluster: LocalCluster, timeout: float = 20) -> None:
+    """Every node responds and is idle, except where a job is running."""
+    slurm = Slurm()
+    deadline = time.monotonic() + timeout
+    while True:
+        status = cluster.status()
+        assert status.running, status.table()
+        busy = _busy_nodes(slurm)
+        expected = {n: "idle" for n in ("node1", "node2", "gpu1", "debug1") if n not in busy}
+        actual = {n: s for n, s in status.nodes.items() if n not in busy}
+        if actual == expected and all(status.nodes[n] in {"mix", "alloc"} for n in busy):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"nodes not idle after {timeout} s (busy: {busy}):\n{status.table()}")
+        time.sleep(0.5)
 
 
 def test_up_twice_is_harmless_and_all_nodes_are_idle(local_cluster: LocalCluster) -> None:
@@ -158,6 +177,53 @@ def test_up_recovers_after_controller_and_node_crash(local_cluster: LocalCluster
     assert after.controller_pid not in (None, before.controller_pid)
     assert after.slurmd_pids["node1"] == before.slurmd_pids["node1"]  # survivors are kept
     _assert_all_idle(local_cluster)
+
+
+def test_up_cancels_jobs_lost_in_a_crash(
+    local_cluster: LocalCluster, slurm: Slurm, user_home: Path
+) -> None:
+    """A job whose processes die with slurmctld must not hold its node until its time limit."""
+    job = _submit(slurm, user_home, "-p", "debug", "--time=10:00", "--wrap", "sleep 600")
+    deadline = time.monotonic() + 30
+    while slurm.run_sync(["squeue", "-h", "-j", job, "-o", "%T"]).strip() != "RUNNING":
+        assert time.monotonic() < deadline, f"job {job} did not start"
+        time.sleep(0.5)
+    # slurmctld saves a job's start lazily; an update makes it save within seconds.
+    job_state = local_cluster.state_dir / "ctld" / "job_state"
+    marked = time.time()
+    slurm.run_sync(["scontrol", "update", f"jobid={job}", "comment=saved"])
+    while job_state.stat().st_mtime < marked:
+        assert time.time() - marked < 20, "slurmctld did not save its job state"
+        time.sleep(0.5)
+
+    job_processes = _job_processes(job)
+    assert job_processes, f"no slurmstepd for job {job}"
+    for pid in [local_cluster.status().controller_pid, *job_processes]:
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+
+    local_cluster.up()
+    state = slurm.run_sync(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"]).strip()
+    assert state in {"CANCELLED", "COMPLETING"}, state
+    _assert_all_idle(local_cluster)
+
+
+def _job_processes(job_id: str) -> list[int]:
+    """The job's slurmstepd processes and their children (the job's own processes)."""
+    stepds, parents = [], {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if title.startswith(f"slurmstepd: [{job_id}."):
+            stepds.append(int(entry.name))
+        parents[int(entry.name)] = ppid
+    return stepds + [pid for pid, ppid in parents.items() if ppid in stepds]
 
 
 def test_down_stops_every_daemon_and_up_brings_it_back(local_cluster: LocalCluster) -> None:

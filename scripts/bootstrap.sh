@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian machine for Shopfloor: system packages, the proxy, and a Python
+# environment under /opt that every job user can read and execute. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${SHOPFLOOR_VENV:-/opt/shopfloor/venv}"
+PYTHON="${SHOPFLOOR_PYTHON:-/usr/bin/python3}"
+PACKAGES=(slurm-wlm munge sudo nodejs npm python3-venv procps psmisc)
+if [ "${1:-}" = "--test" ]; then
+  PACKAGES+=(chromium chromium-driver fonts-dejavu-core)
+fi
+
+say() { echo "bootstrap: $*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bootstrap: run as root (it installs Debian packages and creates users)" >&2
+  exit 2
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v configurable-http-proxy >/dev/null; then
+  say "installing configurable-http-proxy (npm)"
+  npm install -g --no-fund --no-audit --loglevel=error configurable-http-proxy >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV from $PYTHON"
+  mkdir -p "$(dirname "$VENV")"
+  "$PYTHON" -m venv "$VENV"
+fi
+say "installing Shopfloor into $VENV"
+if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[test]" >/tmp/shopfloor-pip.log 2>&1; then
+  tail -n 30 /tmp/shopfloor-pip.log >&2
+  echo "bootstrap: pip install failed; full log in /tmp/shopfloor-pip.log" >&2
+  exit 1
+fi
+"$VENV/bin/python" -c "import shopfloor.extensions.spawner" >/dev/null
+# JupyterLab must not try to fetch news or updates: compute nodes usually have no internet.
+mkdir -p "$VENV/share/jupyter/lab/settings"
+cp hub_config/jupyterlab_overrides.json "$VENV/share/jupyter/lab/settings/overrides.json"
+chmod -R a+rX "$(dirname "$VENV")"
+say "ready: $VENV/bin/shopfloor"

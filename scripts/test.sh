@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's test command: prepare the machine, bring up the real local cluster, run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${SHOPFLOOR_VENV:-/opt/shopfloor/venv}"
+
+bash scripts/bootstrap.sh --test
+"$VENV/bin/ruff" check .
+"$VENV/bin/shopfloor" cluster up
+# Tests import the installed package (the client's folders map into the shopfloor namespace).
+exec "$VENV/bin/pytest" -p no:cacheprovider "$@"
