@@ -8,4 +8,5 @@ bash scripts/bootstrap.sh --test
 "$VENV/bin/ruff" check .
 "$VENV/bin/shopfloor" cluster up
 # Tests import the installed package (the client's folders map into the shopfloor namespace).
+if [ "$#" -eq 0 ]; then set -- tests/unit tests/integration tests/browser; fi
 exec "$VENV/bin/pytest" -p no:cacheprovider "$@"

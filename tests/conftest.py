@@ -23,7 +23,7 @@ from shopfloor.site import load_site
 
 
 @pytest.fixture(scope="session")
-def cluster() -> LocalCluster:
+def local_cluster() -> LocalCluster:
     cluster = LocalCluster()
     cluster.up(timeout=120)
     return cluster
@@ -35,7 +35,7 @@ def passwords() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def hub(cluster: LocalCluster, passwords: dict[str, str]) -> Iterator[RunningHub]:
+def hub(local_cluster: LocalCluster, passwords: dict[str, str]) -> Iterator[RunningHub]:
     directory = Path(tempfile.mkdtemp(prefix="shopfloor-test-hub-"))
     site_file = write_test_site(directory)
     site = load_site(site_file)
