@@ -35,13 +35,8 @@ class PortCallbackHandler(APIHandler):
 
     @web.authenticated
     def post(self) -> None:
-        token = self.get_auth_token()
-        user = self.current_user
-        spawner = None
-        for candidate in getattr(user, "spawners", {}).values():
-            if token and candidate.api_token == token:
-                spawner = candidate
-                break
+        token = self.get_auth_token() or ""
+        spawner = find_spawner_for_job_token(self.current_user, token)
         if spawner is None:
             raise web.HTTPError(403, "This token does not belong to a server.")
         try:
@@ -56,8 +51,27 @@ class PortCallbackHandler(APIHandler):
             raise web.HTTPError(400, "This server does not take port callbacks.")
         report(port)
         self.log.info("%s: job reported port %d", spawner._log_name, port)
+        reply: dict[str, str] = {"message": "port recorded"}
+        if spawner.api_token and spawner.api_token != token:
+            # The hub restarted and issued the server a new token since the job was queued:
+            # hand it over, so the server authenticates with the token the hub now expects.
+            reply["api_token"] = spawner.api_token
         self.set_status(201)
-        self.finish(json.dumps({"message": "port recorded"}))
+        self.finish(json.dumps(reply))
+
+
+def find_spawner_for_job_token(user: object, token: str) -> object | None:
+    """The user's server whose job holds ``token`` (current token, or the one at submit)."""
+    if not token or user is None:
+        return None
+    spawners = getattr(user, "spawners", {})
+    names = [s.name for s in getattr(getattr(user, "orm_user", None), "_orm_spawners", [])]
+    for name in names or list(spawners):
+        candidate = spawners[name]
+        owns = getattr(candidate, "owns_job_token", None)
+        if owns is not None and owns(token):
+            return candidate
+    return None
 
 
 def replace_batchspawner_handler() -> None:

@@ -57,4 +57,9 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     c.ShopfloorSpawner.slurm_poll_interval = site.slurm.poll_interval
     c.ShopfloorSpawner.poll_interval = max(10, int(site.slurm.poll_interval * 2))
     c.ShopfloorSpawner.job_log_dir = site.slurm.job_log_dir
+
+    from shopfloor.extensions.reattach import detach_unstarted_servers, schedule_reattach
+
+    detach_unstarted_servers(c.JupyterHub.db_url)
+    schedule_reattach()
     return ctx

@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse, urlunparse
 
@@ -38,7 +40,8 @@ def free_port(address: str) -> int:
         return sock.getsockname()[1]
 
 
-def report_port(port: int) -> None:
+def report_port(port: int, attempts: int = 60, delay: float = 2.0) -> dict[str, str]:
+    """Tell the hub our port; retry while the hub is unreachable (e.g. restarting)."""
     api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
     request = urllib.request.Request(
         f"{api}/batchspawner",
@@ -49,8 +52,21 @@ def report_port(port: int) -> None:
         },
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code != 404:
+                raise SystemExit(
+                    f"shopfloor: the hub refused our port ({exc.code}): {exc.reason}"
+                ) from None
+            problem = f"HTTP {exc.code}"
+        except OSError as exc:
+            problem = str(exc)
+        print(f"shopfloor: hub not reachable ({problem}); retry {attempt + 1}", flush=True)
+        time.sleep(delay)
+    raise SystemExit("shopfloor: could not reach the hub to report our port; giving up")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         host = address if address != "0.0.0.0" else (url.hostname or "127.0.0.1")
         os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(url._replace(netloc=f"{host}:{port}"))
     print(f"shopfloor: starting {args[0]} on {address}:{port}", flush=True)
-    report_port(port)
+    reply = report_port(port)
+    if reply.get("api_token"):
+        # The hub restarted while we were queued and gave this server a new token.
+        os.environ["JUPYTERHUB_API_TOKEN"] = os.environ["JPY_API_TOKEN"] = reply["api_token"]
     os.execv(args[0], [*args, f"--ip={address}", f"--port={port}"])
 
 

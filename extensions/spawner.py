@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import hashlib
 import os
 import pwd
 import time
@@ -99,6 +100,14 @@ class ShopfloorSpawner(SlurmSpawner):
 
     request: ResourceRequest | None = None
     node_name = ""
+    #: SHA-256 of the token the job was given: the job is recognised by it after a hub
+    #: restart, when the hub has issued the server a new token (the hash is not a secret).
+    job_token_sha256 = ""
+    #: The saved state of a job queued before a hub restart, set by ``reattach``: ``start``
+    #: then waits for that job instead of submitting another.
+    reattach_state: dict[str, Any] | None = None
+    #: The server called back from its job (saved: a restart then polls rather than reattaches)
+    job_ready = False
     _port_event: asyncio.Event | None = None
     _pending_message = ""
 
@@ -165,6 +174,10 @@ class ShopfloorSpawner(SlurmSpawner):
         state = super().get_state()
         if self.node_name:
             state["node_name"] = self.node_name
+        if self.job_token_sha256:
+            state["job_token_sha256"] = self.job_token_sha256
+        if self.job_ready:
+            state["ready"] = True
         if self.request is not None:
             state["request"] = self.request.model_dump()
         return state
@@ -172,6 +185,8 @@ class ShopfloorSpawner(SlurmSpawner):
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         self.node_name = state.get("node_name", "")
+        self.job_token_sha256 = state.get("job_token_sha256", "")
+        self.job_ready = bool(state.get("ready"))
         if state.get("request"):
             self.request = ResourceRequest.model_validate(state["request"])
         if self.job_id:
@@ -182,6 +197,8 @@ class ShopfloorSpawner(SlurmSpawner):
             self.ctx.job_watcher.unwatch(self.job_id)
         super().clear_state()
         self.node_name = ""
+        self.job_token_sha256 = ""
+        self.job_ready = False
 
     def _save_state_now(self) -> None:
         """Persist the job id at once: a hub restart must not orphan a pending job."""
@@ -264,6 +281,13 @@ class ShopfloorSpawner(SlurmSpawner):
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def owns_job_token(self, token: str) -> bool:
+        """True if ``token`` is this server's token, or the one its job was submitted with."""
+        if self.api_token and secrets_equal(token, self.api_token):
+            return True
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return bool(self.job_token_sha256) and secrets_equal(digest, self.job_token_sha256)
+
     def report_port(self, port: int) -> None:
         """Called by the port callback handler with a validated port."""
         self.port = port
@@ -273,9 +297,35 @@ class ShopfloorSpawner(SlurmSpawner):
     async def start(self) -> tuple[str, int]:
         if self.request is None:
             self.request = await self.validate_options(self.user_options or {})
-        request = self.request
         self.port = 0
         self._port_event = asyncio.Event()
+        if self.reattach_state is not None:
+            # JupyterHub cleared our state before start(): restore the job from before the
+            # restart and wait for it instead of submitting another.
+            state, self.reattach_state = self.reattach_state, None
+            self.load_state(state)
+            if not await self._job_still_queued():
+                raise SpawnException(
+                    "Your session's job ended while the hub was restarting; start it again.",
+                    reason="job_died",
+                )
+            self.log.info("%s: reattached to job %s", self._log_name, self.job_id)
+            self._pending_message = f"Reattached to your queued job {self.job_id}"
+        else:
+            await self._submit()
+        return await self._wait_until_ready()
+
+    async def _job_still_queued(self) -> bool:
+        status = await self.ctx.job_watcher.status(self.job_id, max_age=0)
+        if status.state is JobState.GONE:
+            self.clear_state()
+            return False
+        return True
+
+    async def _submit(self) -> None:
+        request = self.request
+        if request is None:  # start() validated it; this keeps the type checker honest
+            raise SpawnException("No resource request.", reason="invalid_options")
         self._pending_message = "Submitting your session to Slurm"
         await self._ensure_log_dir()
         script, secret = self.build_job_script(request)
@@ -289,9 +339,9 @@ class ShopfloorSpawner(SlurmSpawner):
                 log_message=str(exc),
             ) from None
         self.log.info("%s: submitted job %s to %s", self._log_name, self.job_id, request.partition)
+        self.job_token_sha256 = hashlib.sha256(secret["JUPYTERHUB_API_TOKEN"].encode()).hexdigest()
         self.ctx.job_watcher.watch(self.job_id)
         self._save_state_now()
-        return await self._wait_until_ready()
 
     async def _wait_until_ready(self) -> tuple[str, int]:
         port_event = self._port_event or asyncio.Event()
@@ -324,6 +374,7 @@ class ShopfloorSpawner(SlurmSpawner):
             except TimeoutError:
                 pass
         self.ip = await self.ctx.node_address(self.node_name)
+        self.job_ready = True
         self._save_state_now()
         self.log.info(
             "%s: job %s ready on %s (%s:%s)",
@@ -388,6 +439,12 @@ class ShopfloorSpawner(SlurmSpawner):
                 last = message
                 yield {"progress": 50 if "Running" in message else 20, "message": message}
             await asyncio.sleep(0.5)
+
+
+def secrets_equal(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def _apply_user_options(spawner: ShopfloorSpawner, user_options: dict[str, Any]) -> Any:
