@@ -9,6 +9,15 @@ from typing import Any
 from shopfloor.context import ShopfloorContext
 from shopfloor.site import SiteConfig, load_site
 
+_CONTEXT: ShopfloorContext | None = None
+
+
+def current_context() -> ShopfloorContext:
+    """The context :func:`install` made for this hub process."""
+    if _CONTEXT is None:
+        raise RuntimeError("shopfloor.extensions.install.install() has not run in this process")
+    return _CONTEXT
+
 
 def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorContext:
     """Configure JupyterHub for Shopfloor from a site file (or an already-loaded site).
@@ -20,11 +29,14 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     """
     if not isinstance(site, SiteConfig):
         site = load_site(site)
+    global _CONTEXT
+    from shopfloor.extensions.api import register_api_handlers
     from shopfloor.extensions.handlers import replace_batchspawner_handler
     from shopfloor.extensions.spawner import ShopfloorSpawner
 
-    ctx = ShopfloorContext.from_site(site)
+    ctx = _CONTEXT = ShopfloorContext.from_site(site)
     replace_batchspawner_handler()
+    register_api_handlers()
     state = Path(site.hub.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -48,6 +60,7 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     if site.auth.allowed_groups:
         c.PAMAuthenticator.allowed_groups = set(site.auth.allowed_groups)
 
+    c.JupyterHub.tornado_settings = {"shopfloor": ctx}
     c.ShopfloorSpawner.context = ctx
     c.ShopfloorSpawner.python = site.hub.python
     c.ShopfloorSpawner.start_timeout = site.hub.start_timeout

@@ -15,7 +15,6 @@ Differences from stock batchspawner, and why:
 from __future__ import annotations
 
 import asyncio
-import grp
 import hashlib
 import os
 import pwd
@@ -133,13 +132,9 @@ class ShopfloorSpawner(SlurmSpawner):
 
     def user_context(self) -> UserContext:
         """The user's name, hub and Unix groups, admin flag: what the policy needs."""
-        groups = {g.name for g in getattr(self.user, "groups", [])}
-        try:
-            pw = pwd.getpwnam(self.user.name)
-            groups |= {grp.getgrgid(g).gr_name for g in os.getgrouplist(pw.pw_name, pw.pw_gid)}
-        except KeyError:
-            pass
-        return UserContext(self.user.name, frozenset(groups), bool(self.user.admin))
+        from shopfloor.extensions.api import user_context_for
+
+        return user_context_for(self.user)
 
     def options_from_form(self, form_data: dict[str, list[str]]) -> dict[str, Any]:
         """Single-valued fields as strings; validation happens in ``apply_user_options``.

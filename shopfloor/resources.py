@@ -270,7 +270,10 @@ class RequestPolicy:
         problems: dict[str, str] = {}
         for key in raw:
             if key not in FIELDS:
-                shown = repr(key)[:40] if key else "(empty name)"
+                if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40:
+                    shown = key
+                else:
+                    shown = repr(key)[:40] if key else "(empty name)"
                 problems[shown] = (
                     "is not a setting you can choose; allowed: " + ", ".join(FIELDS)
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,10 @@ from shopfloor.demo import Hub
 from shopfloor.site import SiteConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_PORTS = {"bind_url": 8500, "hub_bind_url": 8501, "proxy_api_url": 8502}
+#: Ports of the test hub: $SHOPFLOOR_TEST_PORT_BASE (default 8500) and the next two, so that
+#: several test runs (or a demo) can share one machine.
+PORT_BASE = int(os.environ.get("SHOPFLOOR_TEST_PORT_BASE", "8500"))
+TEST_PORTS = {"bind_url": PORT_BASE, "hub_bind_url": PORT_BASE + 1, "proxy_api_url": PORT_BASE + 2}
 
 
 @dataclass
