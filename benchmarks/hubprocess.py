@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,10 @@ class BenchHub:
         """The public URL (through the proxy), as users and the benchmark's client see it."""
         return f"http://127.0.0.1:{self.ports.public}"
 
+    def exited(self) -> int | None:
+        """The hub's exit code once it has exited, else ``None``."""
+        return None if self.process is None else self.process.poll()
+
     def answers(self, timeout: float = 2.0) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/hub/api/", timeout=timeout) as resp:
@@ -106,7 +111,7 @@ class BenchHub:
         if busy:
             raise HubError(
                 f"{self.name} hub: port(s) {', '.join(map(str, busy))} already in use; "
-                f"pick other ports (ports {self.ports.base}-{self.ports.base + 2} are used)"
+                f"pick another base port (this hub uses {self.ports.base}-{self.ports.base + 2})"
             )
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config_file.write_text(self.config)
@@ -178,15 +183,21 @@ class BenchHub:
         return None
 
 
-def _end_group(pid: int, timeout: float, wait: object = None) -> None:
-    """SIGTERM the process group led by ``pid``; SIGKILL it if still there after ``timeout``."""
+def _end_group(
+    pid: int, timeout: float, wait: Callable[..., object] | None = None
+) -> None:
+    """SIGTERM the process group led by ``pid``; SIGKILL it if still there after ``timeout``.
+
+    ``wait`` is the ``Popen.wait`` of our own child (so it is reaped); other processes are
+    polled with signal 0.
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(wait):
+        if wait is not None:
             try:
                 wait(timeout=0.2)
                 return

@@ -20,10 +20,12 @@ job they submitted are stopped on exit, also on errors and Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -40,13 +42,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import requests
 import yaml
 
 from benchmarks.hubprocess import VENV_PYTHON, BenchHub, HubError, HubPorts, proxy_config_lines
-from benchmarks.report import RunResult, emit, format_table, ratio, summarize
-from shopfloor.slurm import Slurm, SlurmError, parse_squeue
+from benchmarks.report import RunResult, emit, format_table, median, ratio, summarize
+from shopfloor.slurm import Slurm, SlurmError
 
 if TYPE_CHECKING:
     from hubclient import HubClient
@@ -60,26 +63,48 @@ OURS_OPTIONS = {"partition": "cpu", "cpus": 1, "memory_gb": 1, "walltime": "30"}
 STOCK_OPTIONS: dict[str, Any] = {}
 #: How often the benchmark asks the hub whether the server is ready (seconds).
 POLL_INTERVAL = 0.1
-#: squeue fields in shopfloor.slurm's format, so its parser can read the answer.
-SQUEUE_FORMAT = "%i|%T|%r|%B|%N|%S|%u|%P|%j|%Q"
 
-NOTES = [
-    "Time is measured in this process with a monotonic clock, from sending "
-    "POST /hub/api/users/<user>/server to the first GET /hub/api/users/<user> that shows "
-    f"servers[''].ready; the hub is asked every {POLL_INTERVAL} s, so times are good to about "
-    "0.1 s. The hub's POST itself may wait up to slow_spawn_timeout (10 s) before answering.",
-    "Both hubs ask for the same job: partition cpu, 1 CPU, 1 GiB, 30 minutes, and run the "
-    "same Python environment (/opt/shopfloor/venv). Runs alternate ours, stock (, lab) to "
-    "spread noise; before each run the previous job has left the queue.",
-    "Stock batchspawner needed one change to work here: c.SlurmSpawner.state_exechost_exp = "
-    "'127.0.0.1'. It connects to the node *name* squeue prints (%B, e.g. node1), which does "
-    "not resolve on this machine (nodes are loopback addresses 127.0.2.x via NodeAddr); its "
-    "server binds 0.0.0.0 (batchspawner's default ip), so 127.0.0.1 reaches it on every node. "
-    "Everything else is stock, including running the server in a job step (req_srun='srun') "
-    "and squeue every 0.5 s while starting; ours connects to the node's NodeAddr.",
-    "queue_wait_s is Slurm's StartTime - SubmitTime (whole seconds), to tell queueing on a "
-    "busy cluster from the spawners' own cost.",
-]
+HUB_START_RE = re.compile(r"User \S+ took ([\d.]+) seconds to start")
+#: Jupyter Server's "listening" line in a job log, with its local timestamp.
+SERVER_UP_RE = re.compile(
+    r"^\[I (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ServerApp\] Jupyter Server \S+ is running at",
+    re.MULTILINE,
+)
+
+
+def notes(stock_srun: str) -> list[str]:
+    """What a reader of the JSON must know to trust and compare the figures."""
+    srun = (
+        "Stock runs its server in a job step (req_srun='srun', batchspawner's default); ours "
+        "execs it in the batch script."
+        if stock_srun else
+        "Stock was told req_srun='' (server in the batch script, as ours); batchspawner's "
+        "default is 'srun'."
+    )
+    return [
+        "Time is measured in this process with a monotonic clock, from sending "
+        "POST /hub/api/users/<user>/server to the first GET /hub/api/users/<user> that shows "
+        f"servers[''].ready; the hub is asked every {POLL_INTERVAL} s, so times are good to "
+        "about 0.1 s. hub_says_s is the hub's own 'took N seconds to start' for comparison.",
+        "Both hubs ask for the same job (partition cpu, 1 CPU, 1 GiB, 30 minutes) and run the "
+        "same Python environment (/opt/shopfloor/venv). Runs alternate ours, stock, lab to "
+        "spread noise; before each run the previous job has left the queue.",
+        "Stock batchspawner needed one change to work here: c.SlurmSpawner.state_exechost_exp"
+        " = '127.0.0.1'. It connects to the node *name* squeue prints (%B, e.g. node1), which "
+        "does not resolve on this machine (nodes are loopback addresses 127.0.2.x, their "
+        "NodeAddr); its server binds 0.0.0.0 (batchspawner's default ip), so 127.0.0.1 "
+        "reaches it on every node. Ours connects to the node's NodeAddr. " + srun,
+        "server_listening_s is when the job log says 'Jupyter Server ... is running at', "
+        "counted from the POST (same machine, same clock): the spawner's own part. The rest, "
+        "up to 'seconds', is the hub noticing: once start() returns (both spawners return "
+        "when the job reports its port, before the server listens) JupyterHub polls the "
+        "server with full-jitter exponential backoff (waits drawn from 0 to 0.2*2^n s, at most "
+        "5 s), which adds up to a few seconds of noise to both alike.",
+        "queue_wait_s is Slurm's StartTime - SubmitTime (whole seconds): it tells queueing on "
+        "a busy cluster from the spawners' own cost.",
+        "jupyter_lab_alone is plain `jupyter lab` started as the user on this machine (no hub, "
+        "no Slurm), until an authenticated GET /api/status answers: the floor under both.",
+    ]
 
 
 # -- configuration of the two hubs ------------------------------------------------------
@@ -109,8 +134,8 @@ def ours_config(state_dir: Path, ports: HubPorts, site_source: Path = DEMO_SITE)
 def stock_config(state_dir: Path, ports: HubPorts, user: str, srun: str = "srun") -> str:
     """``jupyterhub_config.py`` for stock batchspawner ``SlurmSpawner`` on the same job.
 
-    The only setting that is not a plain request or path is ``state_exechost_exp`` (see
-    :data:`NOTES`).
+    The only setting that is not a plain request or path is ``state_exechost_exp``: see
+    :func:`notes`.
     """
     venv = str(VENV_BIN)
     lines = [
@@ -153,14 +178,8 @@ def active_jobs(job_ids: list[str]) -> list[str]:
     """Those of ``job_ids`` that Slurm still lists as pending, running or completing."""
     if not job_ids:
         return []
-    try:
-        out = SLURM.run_sync(["squeue", "-h", "--states=all", "-o", SQUEUE_FORMAT,
-                              "-j", ",".join(job_ids)])
-    except SlurmError as exc:
-        if "Invalid job id" in exc.stderr:
-            return []
-        raise
-    return [j for j, info in parse_squeue(out).items() if not info.is_finished]
+    jobs = asyncio.run(SLURM.squeue(job_ids))
+    return [job_id for job_id, info in jobs.items() if not info.is_finished]
 
 
 def wait_jobs_gone(job_ids: list[str], timeout: float) -> bool:
@@ -188,13 +207,13 @@ def cancel_jobs(job_ids: list[str]) -> None:
 
 
 def job_detail(job_id: str) -> dict[str, Any]:
-    """Node and queue wait (StartTime - SubmitTime, whole seconds) of a job, from scontrol."""
+    """Node, log file and queue wait (StartTime - SubmitTime, whole seconds) of a job."""
     try:
         out = SLURM.run_sync(["scontrol", "-o", "show", "job", job_id])
     except SlurmError:
         return {}
     fields = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
-    detail: dict[str, Any] = {"node": fields.get("BatchHost")}
+    detail: dict[str, Any] = {"node": fields.get("BatchHost"), "job_log": fields.get("StdOut")}
     try:
         submit = datetime.fromisoformat(fields["SubmitTime"])
         start = datetime.fromisoformat(fields["StartTime"])
@@ -204,8 +223,22 @@ def job_detail(job_id: str) -> dict[str, Any]:
     return detail
 
 
-def other_jobs() -> int:
-    """How many pending or running jobs are on the cluster (noise from other users)."""
+def server_listening_at(job_log: str | None) -> float | None:
+    """Epoch time at which the job's Jupyter Server said it was listening, from its log."""
+    if not job_log:
+        return None
+    try:
+        text = Path(job_log).read_text(errors="replace")
+    except OSError:
+        return None
+    match = SERVER_UP_RE.search(text)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def active_job_count() -> int:
+    """Pending and running jobs on the cluster (other users' jobs are noise); -1 if unknown."""
     try:
         out = SLURM.run_sync(["squeue", "-h", "--states=PENDING,RUNNING", "-o", "%i"])
     except SlurmError:
@@ -213,11 +246,28 @@ def other_jobs() -> int:
     return len(out.split())
 
 
-# -- one arm: a hub and its spawns ------------------------------------------------------
+# -- the arms: what is measured ---------------------------------------------------------
 
 
 def say(message: str) -> None:
     print(f"benchmarks.spawn: {message}", file=sys.stderr, flush=True)
+
+
+class Arm(Protocol):
+    """One thing the benchmark times, run after run."""
+
+    key: str  #: its key in the JSON document
+    label: str  #: its name in the table
+    runs: list[RunResult]
+    warmup: list[RunResult]
+
+    def measure(self, run: int, timeout: float) -> RunResult:
+        """Time one run, leave nothing behind, never take much longer than ``timeout``."""
+        ...
+
+    def close(self) -> None:
+        """Stop whatever the arm still runs (called once, also after errors)."""
+        ...
 
 
 def hub_client_class() -> type[HubClient]:
@@ -232,7 +282,7 @@ def hub_client_class() -> type[HubClient]:
 
 @dataclass
 class SpawnArm:
-    """One spawner under test: its hub, what it is asked for, and its runs."""
+    """A spawner under test: its own hub, what the user asks it for, and its runs."""
 
     key: str
     label: str
@@ -244,16 +294,23 @@ class SpawnArm:
     token: str = ""
     user: str = ""
 
-    def connect(self, user: str, password: str) -> None:
-        """Log in as ``user`` through the login form and get an API token."""
+    def start(self, user: str, password: str) -> None:
+        """Start the hub, log in as ``user`` through the login form and get an API token."""
+        self.hub.start()
         self.client = hub_client_class()(self.hub.url)
-        self.client.login(user, password)
-        self.token = self.client.token()
+        try:
+            self.client.login(user, password)
+            self.token = self.client.token()
+        except (AssertionError, OSError, ValueError) as exc:  # the client asserts the login
+            raise HubError(
+                f"cannot log in as {user} on the {self.key} hub ({exc}); check --credentials "
+                f"and {self.hub.log_file}"
+            ) from None
         self.user = user
 
     def _api(self, method: str, path: str, **kw: Any) -> Any:
         if self.client is None:
-            raise RuntimeError("connect() first")
+            raise RuntimeError("start() the arm first")
         kw.setdefault("timeout", 30)
         return self.client.api(method, path, token=self.token, **kw)
 
@@ -264,17 +321,30 @@ class SpawnArm:
 
     def measure(self, run: int, timeout: float) -> RunResult:
         """Time one spawn, then stop the server and wait until its job has left the queue."""
+        if self.hub.exited() is not None:
+            return RunResult(run, False, error=f"the {self.key} hub exited with "
+                             f"{self.hub.exited()}; see {self.hub.log_file}")
         log_start = self.hub.log_size()
+        posted_at = time.time()
         result = self._spawn(run, timeout, log_start)
         job_ids = self.hub.job_ids(log_start)
         if job_ids:
             result.detail["job_id"] = job_ids[-1]
             if result.ok:
                 result.detail.update(job_detail(job_ids[-1]))
+                listening = server_listening_at(result.detail.get("job_log"))
+                if listening is not None:
+                    result.detail["server_listening_s"] = round(listening - posted_at, 3)
+        hub_says = HUB_START_RE.findall(self._log_since(log_start))
+        if hub_says:
+            result.detail["hub_says_s"] = float(hub_says[-1])
         started = time.monotonic()
         stop_error = self._stop(timeout=60)
-        if not wait_jobs_gone(job_ids, timeout=60):
-            stop_error = stop_error or f"job(s) {', '.join(job_ids)} had to be cancelled"
+        try:
+            if not wait_jobs_gone(job_ids, timeout=60):
+                stop_error = stop_error or f"job(s) {', '.join(job_ids)} had to be cancelled"
+        except SlurmError as exc:
+            stop_error = stop_error or f"cannot check the job's end: {exc}"
         result.detail["stop_s"] = round(time.monotonic() - started, 3)
         if stop_error:
             result.detail["stop_error"] = stop_error
@@ -294,19 +364,23 @@ class SpawnArm:
                     return RunResult(run, True, seconds=time.monotonic() - started)
                 if model is None:
                     return RunResult(run, False, error="spawn failed: "
-                                     + self._log_errors(log_start))
+                                     + self._log_problems(log_start))
                 time.sleep(POLL_INTERVAL)
-        except OSError as exc:  # requests' errors are OSErrors
+        except requests.Timeout:
+            pass  # the POST waits for the spawn (up to slow_spawn_timeout): same as not ready
+        except (OSError, ValueError) as exc:  # requests' errors are OSErrors; bad JSON
             return RunResult(run, False, error=f"hub request failed: {exc}")
-        return RunResult(run, False, error=f"not ready within {timeout:.0f} s")
+        return RunResult(run, False, error=f"not ready within {timeout:g} s")
 
-    def _log_errors(self, since: int) -> str:
-        text = self.hub.log_text().encode()[since:].decode(errors="replace")
-        errors = [ln for ln in text.splitlines() if ln.startswith(("[E", "[W"))]
-        return " | ".join(errors[-3:])[-600:] or f"(no error logged; see {self.hub.log_file})"
+    def _log_since(self, offset: int) -> str:
+        return self.hub.log_text().encode()[offset:].decode(errors="replace")
+
+    def _log_problems(self, since: int) -> str:
+        lines = [ln for ln in self._log_since(since).splitlines() if ln.startswith(("[E", "[W"))]
+        return " | ".join(lines[-3:])[-600:] or f"(nothing logged; see {self.hub.log_file})"
 
     def _stop(self, timeout: float) -> str | None:
-        """Stop the server; ``None`` when it is gone, else what went wrong."""
+        """Stop the server; ``None`` once it is gone, else what went wrong."""
         try:
             resp = self._api("DELETE", f"/users/{self.user}/server", timeout=timeout)
             if resp.status_code not in (202, 204, 400, 404):
@@ -316,12 +390,15 @@ class SpawnArm:
                 if self.server_model() is None:
                     return None
                 time.sleep(0.2)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             return f"hub request failed while stopping: {exc}"
         return f"server still listed {timeout:.0f} s after DELETE"
 
-
-# -- the floor: jupyter lab alone -------------------------------------------------------
+    def close(self) -> None:
+        """Cancel every job this hub submitted, stop the hub and its proxy, cancel again."""
+        _try(cancel_jobs, self.hub.job_ids())
+        _try(self.hub.stop)
+        _try(cancel_jobs, self.hub.job_ids())
 
 
 @dataclass
@@ -340,7 +417,7 @@ class LabAloneArm:
         """Time ``jupyter lab`` from process start to an authenticated ``/api/status``."""
         account = pwd.getpwnam(self.user)
         port = _free_port()
-        token = secrets.token_hex(16)
+        token = secrets.token_hex(16)  # reaches the server by environment, never argv
         env = {
             "HOME": account.pw_dir, "USER": self.user, "LOGNAME": self.user,
             "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
@@ -350,7 +427,7 @@ class LabAloneArm:
                f"--port={port}", "--ServerApp.port_retries=0"]
         log_path = self.log_dir / f"lab-alone-{run}.log"
         started = time.monotonic()
-        with open(log_path, "wb") as log:
+        with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 cmd, cwd=account.pw_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, user=account.pw_uid,
@@ -366,9 +443,9 @@ class LabAloneArm:
                 time.sleep(POLL_INTERVAL)
             return RunResult(run, False, error=f"not answering within {timeout:.0f} s")
         finally:
-            self.stop()
+            self.close()
 
-    def stop(self) -> None:
+    def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -396,6 +473,14 @@ def _lab_answers(port: int, token: str) -> bool:
         return False
 
 
+def _try(func: Any, *args: Any) -> None:
+    """Run one cleanup step; a failure is reported and the other steps still run."""
+    try:
+        func(*args)
+    except (OSError, SlurmError, subprocess.SubprocessError) as exc:
+        say(f"cleanup step {getattr(func, '__name__', func)} failed: {exc}")
+
+
 # -- the benchmark ----------------------------------------------------------------------
 
 
@@ -403,24 +488,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.spawn",
         description="Spawn request to server ready: Shopfloor's spawner against stock "
-        "batchspawner SlurmSpawner on the local Slurm cluster (run as root).",
+        "batchspawner SlurmSpawner on the local Slurm cluster (run as root, from the "
+        "repository root).",
     )
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per spawner (5)")
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per arm (5)")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="unmeasured runs per spawner first, so the first measured run "
-                        "of neither side pays for a cold file cache (1)")
+                        help="unmeasured runs per arm first, so that neither side's first "
+                        "measured run pays for a cold file cache (1)")
     parser.add_argument("--timeout", type=float, default=120,
                         help="seconds a spawn may take before it counts as failed (120)")
     parser.add_argument("--user", default="alice", help="user who spawns (alice)")
     parser.add_argument("--credentials", type=Path, default=DEMO_CREDENTIALS,
-                        help=f"JSON file of demo passwords by user ({DEMO_CREDENTIALS})")
+                        help=f"JSON file of passwords by user ({DEMO_CREDENTIALS})")
     parser.add_argument("--ours-port", type=int, default=8300,
                         help="public port of our hub; +1 hub API, +2 proxy API (8300)")
     parser.add_argument("--stock-port", type=int, default=8400,
                         help="public port of the stock hub; +1 hub API, +2 proxy API (8400)")
     parser.add_argument("--stock-srun", default="srun",
                         help="stock req_srun: 'srun' (batchspawner's default) runs the server "
-                        "in a job step; '' runs it in the batch script like ours")
+                        "in a job step; '' runs it in the batch script, as ours does")
     parser.add_argument("--no-lab-alone", dest="lab_alone", action="store_false",
                         help="skip timing plain `jupyter lab` started as the user")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document here")
@@ -429,8 +515,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-state", action="store_true",
                         help="keep the hubs' state folders and logs (kept anyway on failures)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be at least 1 and --warmup at least 0")
+    if args.runs < 1 or args.warmup < 0 or args.timeout <= 0:
+        parser.error("--runs must be at least 1, --warmup at least 0, --timeout above 0")
     return args
 
 
@@ -460,7 +546,7 @@ def versions() -> dict[str, str]:
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks clean up."""
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so that ``finally`` blocks clean up."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -472,60 +558,74 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_rounds(arms: list[Any], rounds: int, timeout: float, warmup: bool) -> None:
+@contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while cleaning up (cleanup is bounded in time)."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_rounds(arms: list[Arm], rounds: int, timeout: float, warmup: bool) -> None:
     """Round by round, one run of each arm in turn (ours, stock, lab, ours, ...)."""
+    kind = "warm-up" if warmup else "run"
     for number in range(1, rounds + 1):
         for arm in arms:
-            hub = getattr(arm, "hub", None)
-            if hub is not None and hub.process is not None and hub.process.poll() is not None:
-                result = RunResult(number, False, error=f"{arm.key} hub has exited; see "
-                                   f"{hub.log_file}")
-            else:
-                result = arm.measure(number, timeout)
+            result = arm.measure(number, timeout)
             (arm.warmup if warmup else arm.runs).append(result)
-            kind = "warm-up" if warmup else "run"
-            outcome = f"{result.seconds:.2f} s" if result.ok else f"FAILED: {result.error}"
+            seconds = round(result.seconds or 0, 3)  # as the JSON and the table round it
+            outcome = f"{seconds:.2f} s" if result.ok else f"FAILED: {result.error}"
             say(f"{arm.key} {kind} {number}/{rounds}: {outcome}")
 
 
 def build_document(
-    arms: list[Any], args: argparse.Namespace, started: datetime, state_dir: Path, kept: bool,
-    busy: int,
+    arms: list[Arm], args: argparse.Namespace, started: datetime, context: dict[str, Any]
 ) -> dict[str, Any]:
+    """The JSON document: one block per arm, the ratios of medians, settings and notes."""
     blocks: dict[str, Any] = {}
     for arm in arms:
         extra: dict[str, Any] = {}
         if isinstance(arm, SpawnArm):
             extra["user_options"] = arm.user_options
+            listening = [r.detail["server_listening_s"] for r in arm.runs
+                         if r.ok and "server_listening_s" in r.detail]
+            extra["server_listening_median"] = _round3(median(listening))
         blocks[arm.key] = summarize(
             arm.label, arm.runs, **extra, warmup=[r.to_json() for r in arm.warmup]
         )
     ours, stock = blocks["ours"]["median"], blocks["stock"]["median"]
     return {
         "benchmark": "spawn",
-        "measures": "seconds from POST /hub/api/users/{user}/server to servers[''].ready",
+        "measures": f"seconds from POST /hub/api/users/{args.user}/server to servers[''].ready",
         "user": args.user,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpus": os.cpu_count(),
-        "runs_per_spawner": args.runs,
-        "warmup_per_spawner": args.warmup,
-        "order": "interleaved per round: " + ", ".join(a.key for a in arms),
+        "runs_per_arm": args.runs,
+        "warmup_per_arm": args.warmup,
+        "order": "interleaved, each round: " + ", ".join(a.key for a in arms),
         "timeout_s": args.timeout,
-        "other_jobs_on_cluster_at_start": busy,
+        **context,
         "ours": blocks["ours"],
         "stock": blocks["stock"],
         "jupyter_lab_alone": blocks.get("jupyter_lab_alone"),
         "ratio": {
+            "of": "medians",
             "stock_over_ours": _round3(ratio(stock, ours)),
             "ours_over_stock": _round3(ratio(ours, stock)),
-            "of": "medians",
+            "server_listening_stock_over_ours": _round3(ratio(
+                blocks["stock"]["server_listening_median"],
+                blocks["ours"]["server_listening_median"],
+            )),
         },
         "stock_req_srun": args.stock_srun,
         "versions": versions(),
-        "state_dir": str(state_dir) if kept else None,
-        "notes": NOTES,
+        "notes": notes(args.stock_srun),
     }
 
 
@@ -534,19 +634,47 @@ def _round3(value: float | None) -> float | None:
 
 
 def table_for(document: dict[str, Any]) -> str:
+    """The readable summary of :func:`build_document`'s result."""
     arms = {k: document[k] for k in ("ours", "stock", "jupyter_lab_alone") if document.get(k)}
     r = document["ratio"]
     footer = [
         f"ratio of medians: stock/ours = {_fmt(r['stock_over_ours'])}, "
-        f"ours/stock = {_fmt(r['ours_over_stock'])}  (stock/ours > 1: ours is faster)",
+        f"ours/stock = {_fmt(r['ours_over_stock'])}  (stock/ours above 1: ours is faster)",
+        "server listening (job log), median: "
+        f"ours {_fmt(document['ours']['server_listening_median'])} s, "
+        f"stock {_fmt(document['stock']['server_listening_median'])} s; the rest is the hub's "
+        "randomised polling",
     ]
-    title = (f"spawn request -> server ready, seconds ({document['runs_per_spawner']} runs "
-             f"each, user {document['user']}, host {document['host']})")
+    if document.get("interrupted"):
+        footer.append("INTERRUPTED: partial results")
+    title = (f"spawn request -> server ready, seconds ({document['runs_per_arm']} runs per "
+             f"arm after {document['warmup_per_arm']} warm-up; user {document['user']}, "
+             f"host {document['host']})")
     return format_table(title, arms, footer)
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def make_arms(args: argparse.Namespace, state_dir: Path) -> list[Arm]:
+    """Our hub, the stock hub and (optionally) plain jupyter lab, each with its own folder."""
+    ours_dir, stock_dir = state_dir / "ours", state_dir / "stock"
+    ours_dir.mkdir(mode=0o700)
+    stock_dir.mkdir(mode=0o700)
+    ours_ports, stock_ports = HubPorts(args.ours_port), HubPorts(args.stock_port)
+    ours = BenchHub("ours", ours_dir, ours_ports, ours_config(ours_dir, ours_ports),
+                    job_id_pattern=r"submitted job (\d+) to ")
+    stock = BenchHub("stock", stock_dir, stock_ports,
+                     stock_config(stock_dir, stock_ports, args.user, args.stock_srun),
+                     job_id_pattern=r"Job submitted\. output: (\d+)")
+    arms: list[Arm] = [
+        SpawnArm("ours", "ours (ShopfloorSpawner)", ours, dict(OURS_OPTIONS)),
+        SpawnArm("stock", "stock (batchspawner.SlurmSpawner)", stock, dict(STOCK_OPTIONS)),
+    ]
+    if args.lab_alone:
+        arms.append(LabAloneArm(args.user, state_dir))
+    return arms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,71 +686,40 @@ def main(argv: list[str] | None = None) -> int:
     password = password_for(args.user, args.credentials)
     started = datetime.now()
     state_dir = Path(tempfile.mkdtemp(prefix="shopfloor-bench-spawn-", dir="/tmp"))
-    ours_dir, stock_dir = state_dir / "ours", state_dir / "stock"
-    ours_ports, stock_ports = HubPorts(args.ours_port), HubPorts(args.stock_port)
-    ours_dir.mkdir(mode=0o700)
-    stock_dir.mkdir(mode=0o700)
-    arms: list[Any] = [
-        SpawnArm("ours", "ours (ShopfloorSpawner)", BenchHub(
-            "ours", ours_dir, ours_ports, ours_config(ours_dir, ours_ports),
-            r"submitted job (\d+) to "), dict(OURS_OPTIONS)),
-        SpawnArm("stock", "stock (batchspawner.SlurmSpawner)", BenchHub(
-            "stock", stock_dir, stock_ports,
-            stock_config(stock_dir, stock_ports, args.user, args.stock_srun),
-            r"Job submitted\. output: (\d+)"), dict(STOCK_OPTIONS)),
-    ]
-    if args.lab_alone:
-        arms.append(LabAloneArm(args.user, state_dir))
-    spawn_arms = [a for a in arms if isinstance(a, SpawnArm)]
-    failed = True
-    busy = other_jobs()
+    context: dict[str, Any] = {"active_jobs_on_cluster_at_start": active_job_count()}
+    arms = make_arms(args, state_dir)
+    interrupted = hub_failed = False
     try:
         with terminate_as_interrupt():
-            for arm in spawn_arms:
-                say(f"starting the {arm.key} hub at {arm.hub.url} (log {arm.hub.log_file})")
-                arm.hub.start()
-                arm.connect(args.user, password)
+            for arm in arms:
+                if isinstance(arm, SpawnArm):
+                    say(f"starting the {arm.key} hub at {arm.hub.url} (log {arm.hub.log_file})")
+                    arm.start(args.user, password)
             if args.warmup:
                 run_rounds(arms, args.warmup, args.timeout, warmup=True)
             run_rounds(arms, args.runs, args.timeout, warmup=False)
-            failed = any(not r.ok for a in arms for r in a.runs)
     except HubError as exc:
+        hub_failed = True
         say(str(exc))
         return 2
     except KeyboardInterrupt:
+        interrupted = True
         say("interrupted; cleaning up")
-        return 130
     finally:
-        cleanup(arms)
-        kept = failed or args.keep_state
-        if kept:
+        with uninterruptible():
+            for arm in arms:
+                arm.close()
+        failed = interrupted or hub_failed or any(not r.ok for a in arms for r in a.runs)
+        if failed or args.keep_state:
             say(f"state and logs kept in {state_dir}")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
-    document = build_document(arms, args, started, state_dir, kept, busy)
+    context["state_dir"] = str(state_dir) if failed or args.keep_state else None
+    if interrupted:
+        context["interrupted"] = True
+    document = build_document(arms, args, started, context)
     emit(document, table_for(document), json_out=args.json_out, table_on_stdout=args.table)
-    return 1 if failed else 0
-
-
-def cleanup(arms: list[Any]) -> None:
-    """Stop everything the benchmark started: lab, jobs, hubs, proxies; jobs once more."""
-    spawn_arms = [a for a in arms if isinstance(a, SpawnArm)]
-    for arm in arms:
-        if isinstance(arm, LabAloneArm):
-            arm.stop()
-    jobs = [j for a in spawn_arms for j in a.hub.job_ids()]
-    _try(cancel_jobs, jobs)
-    for arm in spawn_arms:
-        _try(arm.hub.stop)
-    _try(cancel_jobs, [j for a in spawn_arms for j in a.hub.job_ids()])
-
-
-def _try(func: Any, *args: Any) -> None:
-    """Run one cleanup step; a failure is reported and the other steps still run."""
-    try:
-        func(*args)
-    except (OSError, SlurmError, subprocess.SubprocessError) as exc:
-        say(f"cleanup step {getattr(func, '__name__', func)} failed: {exc}")
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":
