@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def write_test_site(directory: Path, **overrides: object) -> Path:
     for key, port in TEST_PORTS.items():
         data["hub"][key] = f"http://127.0.0.1:{port}"
     data["hub"]["state_dir"] = str(directory / "hub")
+    # Jobs run the environment these tests run in (a CI venv may differ from the demo's).
+    data["hub"]["python"] = sys.executable
     data.update(overrides)
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
