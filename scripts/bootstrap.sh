@@ -49,5 +49,7 @@ fi
 # JupyterLab must not try to fetch news or updates: compute nodes usually have no internet.
 mkdir -p "$VENV/share/jupyter/lab/settings"
 cp hub_config/jupyterlab_overrides.json "$VENV/share/jupyter/lab/settings/overrides.json"
-chmod -R a+rX "$(dirname "$VENV")"
+# Jobs run as the users: they must read and execute the environment, parents included.
+chmod -R a+rX "$VENV"
+d="$VENV"; while [ "$d" != / ]; do d=$(dirname "$d"); chmod a+x "$d"; done
 say "ready: $VENV/bin/shopfloor"
