@@ -11,6 +11,18 @@ from shopfloor.site import SiteConfig, load_site
 
 _CONTEXT: ShopfloorContext | None = None
 
+#: Scopes of each session's own API token: JupyterHub's "server" role (report activity, be
+#: reached through the hub) plus the user's own servers: read (with spawn progress), start,
+#: stop. Code that needs more sets ``c.ShopfloorSpawner.server_token_scopes =
+#: [*SERVER_TOKEN_SCOPES, ...]`` after ``install``.
+SERVER_TOKEN_SCOPES = (
+    "access:servers!server",
+    "users:activity!user",
+    "read:servers!user",
+    "start:servers!user",
+    "delete:servers!user",
+)
+
 
 def current_context() -> ShopfloorContext:
     """The context :func:`install` made for this hub process."""
@@ -37,6 +49,9 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     ctx = _CONTEXT = ShopfloorContext.from_site(site)
     replace_batchspawner_handler()
     register_api_handlers()
+    from shopfloor.extensions.rayapi import register_ray_handlers
+
+    register_ray_handlers()
     state = Path(site.hub.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -70,6 +85,10 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     c.ShopfloorSpawner.slurm_poll_interval = site.slurm.poll_interval
     c.ShopfloorSpawner.poll_interval = max(10, int(site.slurm.poll_interval * 2))
     c.ShopfloorSpawner.job_log_dir = site.slurm.job_log_dir
+    # The server's token ($JUPYTERHUB_API_TOKEN in the session) lets in-session code (the
+    # compute panel, shopfloor.hubapi) list, start and stop the user's own servers and read
+    # their spawn progress; nothing more (no tokens, no other users, no admin).
+    c.ShopfloorSpawner.server_token_scopes = list(SERVER_TOKEN_SCOPES)
 
     from shopfloor.extensions.reattach import detach_unstarted_servers, schedule_reattach
 

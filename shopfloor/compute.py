@@ -1,0 +1,185 @@
+"""Everything the compute panel shows, as one plain object for code: :class:`Compute`.
+
+::
+
+    from shopfloor.compute import Compute
+    compute = Compute()                  # inside a session
+    for p in compute.partitions():
+        print(p.name, p.nodes_idle, p.gpus_idle, p.estimated_wait)
+    compute.sessions.start("debugging", partition="debug")
+    run = compute.run_notebook("analysis.ipynb", partition="cpu", parameters={"n": 10})
+
+Limits and defaults come from the hub (the site's one resource model); live numbers Shopfloor's
+hub API does not carry (idle GPUs, the expected start of queued jobs) come from Slurm through
+:class:`shopfloor.slurm.Slurm`, asked as the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shopfloor.batch import BatchRun, RunStatus, blocking, statuses
+from shopfloor.hubapi import Hub
+from shopfloor.sessions import Sessions
+from shopfloor.slurm import JobInfo, Slurm, SlurmError, gpus_in_gres, parse_scontrol_nodes
+from shopfloor.timeutil import format_minutes
+
+_UNAVAILABLE_STATES = ("DOWN", "DRAIN", "FAIL", "MAINT", "NOT_RESPONDING", "POWERED_DOWN")
+
+
+@dataclass(frozen=True)
+class PartitionRow:
+    """One partition as the user may use it: live numbers, limits, defaults, expected wait."""
+
+    name: str
+    description: str = ""
+    up: bool = True
+    demo_gpus: bool = False
+    nodes_idle: int = 0
+    nodes_total: int = 0
+    cpus_idle: int = 0
+    cpus_total: int = 0
+    gpus_idle: int | None = None
+    gpus_total: int = 0
+    memory_gb_per_node: float = 0.0
+    max_walltime_minutes: int = 0
+    max_walltime_text: str = ""
+    pending_jobs: int = 0
+    estimated_wait: str = "unknown"
+    limits: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def idle_gpus(nodes: dict[str, dict[str, str]], partition: str) -> int:
+    """GPUs not allocated on the usable nodes of ``partition`` (``scontrol -d show node``)."""
+    idle = 0
+    for fields in nodes.values():
+        if partition not in fields.get("Partitions", "").split(","):
+            continue
+        if any(bad in fields.get("State", "") for bad in _UNAVAILABLE_STATES):
+            continue
+        idle += gpus_in_gres(fields.get("Gres", "")) - gpus_in_gres(fields.get("GresUsed", ""))
+    return max(idle, 0)
+
+
+def estimate_wait(
+    partition: str, *, up: bool, cpus_idle: int, cpus_wanted: int, jobs: list[JobInfo] | None,
+    now: datetime | None = None,
+) -> str:
+    """When a new default-sized job on ``partition`` would likely start, in words.
+
+    Free CPUs and nobody queued: now. Queued jobs go first: a new job starts after the last
+    expected start Slurm computed for them. Without Slurm's view (``jobs`` is None): unknown.
+    """
+    if not up:
+        return "partition is down"
+    if jobs is None:
+        return "unknown"
+    queued = [j for j in jobs if j.is_pending and partition in j.partition.split(",")]
+    if not queued and cpus_idle >= max(cpus_wanted, 1):
+        return "starts now"
+    starts = [j.start for j in queued if j.start is not None]
+    now = now or datetime.now()
+    if starts:
+        last = max(starts)
+        minutes = int((last - now).total_seconds() // 60)
+        if minutes < 1:
+            return "within a minute"
+        return f"after {last:%H:%M} (~{format_minutes(minutes)})"
+    if queued:
+        return f"after {len(queued)} queued job{'s' if len(queued) != 1 else ''}"
+    return "when running jobs end"
+
+
+def partition_rows(
+    answer: dict[str, Any],
+    nodes: dict[str, dict[str, str]] | None,
+    jobs: list[JobInfo] | None,
+    now: datetime | None = None,
+) -> list[PartitionRow]:
+    """Rows for the hub's ``/shopfloor/partitions`` answer plus what Slurm says now."""
+    rows = []
+    for item in answer.get("partitions", []):
+        live = item.get("live") or {}
+        limits, defaults = dict(item.get("limits") or {}), dict(item.get("defaults") or {})
+        name = str(item["name"])
+        up = bool(live.get("up", True))
+        cpus_idle = int(live.get("cpus_idle", 0))
+        rows.append(PartitionRow(
+            name=name, description=str(item.get("description", "")), up=up,
+            demo_gpus=bool(item.get("demo_gpus")),
+            nodes_idle=int(live.get("nodes_idle", 0)),
+            nodes_total=int(live.get("nodes_total", 0)),
+            cpus_idle=cpus_idle, cpus_total=int(live.get("cpus_total", 0)),
+            gpus_idle=idle_gpus(nodes, name) if nodes is not None else None,
+            gpus_total=int(live.get("gpus_per_node", 0)) * int(live.get("nodes_total", 0)),
+            memory_gb_per_node=round(int(live.get("memory_per_node_mb", 0)) / 1024, 1),
+            max_walltime_minutes=int(limits.get("max_walltime_minutes", 0)),
+            max_walltime_text=str(item.get("max_walltime_text", "")),
+            pending_jobs=int(item.get("pending_jobs", 0)),
+            estimated_wait=estimate_wait(
+                name, up=up, cpus_idle=cpus_idle, cpus_wanted=int(defaults.get("cpus", 1)),
+                jobs=jobs, now=now,
+            ),
+            limits=limits, defaults=defaults,
+        ))
+    return rows
+
+
+class Compute:
+    """The user's compute: partitions, sessions and batch runs (what the panel shows).
+
+    ``hub`` defaults to this session's hub, ``slurm`` to Slurm as the current user,
+    ``runs_dir`` to ``~/shopfloor-runs``.
+    """
+
+    def __init__(self, hub: Hub | None = None, slurm: Slurm | None = None,
+                 runs_dir: str | Path | None = None) -> None:
+        self.hub = hub or Hub()
+        self.slurm = slurm or Slurm()
+        self.runs_dir = runs_dir
+        self.sessions = Sessions(self.hub)
+        #: The default partition of the last :meth:`partitions` answer.
+        self.default_partition: str | None = None
+        #: Why the last :meth:`partitions` had to do without Slurm's own view ("" if it did).
+        self.slurm_problem = ""
+
+    def partitions(self) -> list[PartitionRow]:
+        """Partitions the user may use, with live numbers and the expected wait."""
+        answer = self.hub.partitions()
+        self.default_partition = answer.get("default_partition")
+        nodes, jobs = self._slurm_view()
+        return partition_rows(answer, nodes, jobs)
+
+    def _slurm_view(self) -> tuple[dict[str, dict[str, str]] | None, list[JobInfo] | None]:
+        async def ask() -> tuple[str, dict[str, JobInfo]]:
+            return await asyncio.gather(
+                self.slurm.run(["scontrol", "-d", "-o", "show", "node"]), self.slurm.squeue()
+            )
+        try:
+            node_text, jobs = blocking(ask())
+        except SlurmError as exc:
+            self.slurm_problem = f"Idle GPUs and expected waits are unavailable: " \
+                                 f"{exc.slurm_message}"
+            return None, None
+        self.slurm_problem = ""
+        return parse_scontrol_nodes(node_text), list(jobs.values())
+
+    def run_notebook(self, notebook: str | Path, *, parameters: dict[str, Any] | None = None,
+                     **resources: Any) -> BatchRun:
+        """Submit ``notebook`` as a batch job (see :meth:`BatchRun.submit`)."""
+        return BatchRun.submit(notebook, parameters=parameters, hub=self.hub, slurm=self.slurm,
+                               runs_dir=self.runs_dir, **resources)
+
+    def runs(self, limit: int = 20) -> list[tuple[BatchRun, RunStatus]]:
+        """The newest ``limit`` batch runs with their status (one ``squeue`` for all)."""
+        runs = BatchRun.list(self.runs_dir, self.slurm)[:limit]
+        found = statuses(runs, self.slurm)
+        return [(run, found[run.id]) for run in runs]
+
+
+__all__ = ["Compute", "PartitionRow", "estimate_wait", "idle_gpus", "partition_rows"]

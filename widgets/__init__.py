@@ -1,0 +1,8 @@
+"""Shopfloor's notebook panels (ipywidgets), imported as ``shopfloor.widgets``.
+
+Each panel is a thin view over a plain object usable from code (see each module).
+"""
+
+from shopfloor.widgets.compute import ComputePanel
+
+__all__ = ["ComputePanel"]

@@ -1,0 +1,86 @@
+"""Small pieces every Shopfloor panel shares: plain-word errors, auto-refresh, links, HTML.
+
+Panels are thin ipywidgets views over plain objects. They catch what those objects raise and
+show :func:`plain_message` in a status line (never a traceback), refresh themselves with a
+:class:`Ticker`, and link to files with :func:`lab_link`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from shopfloor.resources import RequestError
+from shopfloor.slurm import SlurmError
+
+#: Exceptions whose message is already written for users.
+_USER_WORDED = ("HubError", "BatchError", "SessionError")
+
+
+def plain_message(exc: BaseException) -> str:
+    """What went wrong, in words a user can act on (no traceback, no class names)."""
+    if isinstance(exc, RequestError):
+        return "Please change: " + "; ".join(f"{k}: {v}" for k, v in exc.problems.items())
+    if isinstance(exc, SlurmError):
+        return f"Slurm said: {exc.slurm_message}"
+    if type(exc).__name__ in _USER_WORDED:
+        return str(exc)
+    return f"Something went wrong: {exc or type(exc).__name__}. Try again; if it keeps " \
+           "happening, tell your admin."
+
+
+def status_html(text: str, kind: str = "info") -> str:
+    """A one-line status: ``kind`` is info, ok or error (colours and a CSS class)."""
+    colour = {"error": "#b00020", "ok": "#1b5e20"}.get(kind, "#444")
+    return (f'<div class="sf-{kind}" style="color:{colour};white-space:pre-wrap">'
+            f"{html.escape(text)}</div>") if text else ""
+
+
+def lab_link(path: Path, label: str) -> str:
+    """An HTML link that opens ``path`` in this session's JupyterLab, or the path as text
+    when it is outside the home folder or not in a session."""
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "")
+    try:
+        relative = path.resolve().relative_to(Path.home().resolve())
+    except ValueError:
+        relative = None
+    if not prefix or relative is None:
+        return html.escape(str(path))
+    href = f"{prefix.rstrip('/')}/lab/tree/{quote(relative.as_posix())}"
+    return f'<a href="{html.escape(href)}" target="_blank">{html.escape(label)}</a>'
+
+
+class Ticker:
+    """Calls ``callback`` every ``interval()`` seconds in a daemon thread until :meth:`stop`.
+
+    ``interval`` is asked again before each wait, so a panel can poll faster while something
+    is starting. The callback must handle its own errors (a panel shows them).
+    """
+
+    def __init__(self, callback: Callable[[], None], interval: Callable[[], float]) -> None:
+        self.callback = callback
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="shopfloor-ticker", daemon=True)
+
+    def start(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval()):
+            self.callback()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+
+__all__ = ["Ticker", "lab_link", "plain_message", "status_html"]

@@ -1,0 +1,352 @@
+"""``ComputePanel``: choose a partition, manage sessions and batch runs from a notebook.
+
+::
+
+    from shopfloor.widgets import ComputePanel
+    ComputePanel()
+
+A thin view over :class:`shopfloor.compute.Compute`: the live partition table, a resource
+chooser whose bounds and defaults come from the hub (the site's one resource model), the
+user's sessions (state, Slurm's reason and expected start, open, stop) and batch runs of
+notebooks (state, cell i of n, the executed notebook, cancel). It refreshes itself; errors
+from the hub or Slurm appear in its status line in plain words. Everything it does is also a
+method of ``panel.compute`` for use from code.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+from traitlets import List, Unicode, observe
+
+from shopfloor.batch import BatchRun, RunStatus, parse_parameters
+from shopfloor.compute import Compute, PartitionRow
+from shopfloor.hubapi import HubError
+from shopfloor.sessions import Session
+
+from .common import Ticker, lab_link, plain_message, status_html
+
+_TABLE_STYLE = (
+    "<style>.sf-table{border-collapse:collapse;font-size:13px}"
+    ".sf-table th,.sf-table td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}"
+    ".sf-table th{background:#f3f3f3}</style>"
+)
+_HEADERS = ("Partition", "Idle / total nodes", "Idle CPUs", "Idle GPUs", "Memory / node",
+            "Max walltime", "Pending jobs", "Expected wait")
+
+
+def partition_table_html(rows: list[PartitionRow], selected: str | None = None) -> str:
+    """The live availability table (one ``tr[data-partition]`` per partition)."""
+    head = "".join(f"<th>{h}</th>" for h in _HEADERS)
+    body = []
+    for r in rows:
+        gpus = "?" if r.gpus_idle is None else f"{r.gpus_idle} / {r.gpus_total}"
+        if r.gpus_total and r.demo_gpus:
+            gpus += " (demo GPUs, not real)"
+        name = html.escape(r.name) + ("" if r.up else " (down)")
+        style = ' style="font-weight:bold"' if r.name == selected else ""
+        cells = (name, f"{r.nodes_idle} / {r.nodes_total}", f"{r.cpus_idle} / {r.cpus_total}",
+                 gpus, f"{r.memory_gb_per_node:g} GiB", html.escape(r.max_walltime_text),
+                 str(r.pending_jobs), html.escape(r.estimated_wait))
+        row = "".join(f"<td>{c}</td>" for c in cells)
+        body.append(f'<tr data-partition="{html.escape(r.name)}"{style} '
+                    f'title="{html.escape(r.description)}">{row}</tr>')
+    return (f'{_TABLE_STYLE}<table class="sf-table sf-partitions"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table>')
+
+
+def _cell(text: str, width: str, css: str = "") -> w.HTML:
+    cell = w.HTML(text, layout=w.Layout(width=width))
+    if css:
+        cell.add_class(css)
+    return cell
+
+
+class ResourceChooser(w.VBox):
+    """Partition and resources, bounded by the limits the hub reports for that partition."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, PartitionRow] = {}
+        self.partition = w.Dropdown(description="Partition", options=[])
+        self.partition.add_class("sf-partition")
+        style = {"description_width": "initial"}
+        small = w.Layout(width="170px")
+        self.cpus = w.BoundedIntText(1, min=1, max=1, description="CPUs", layout=small)
+        self.memory_gb = w.BoundedFloatText(1, min=0.1, max=1, step=0.5,
+                                            description="Memory GiB", layout=small, style=style)
+        self.gpus = w.BoundedIntText(0, min=0, max=0, description="GPUs", layout=small)
+        self.walltime = w.BoundedIntText(30, min=1, max=30, description="Minutes",
+                                         layout=small, style=style)
+        self.limits = w.HTML()
+        self.limits.add_class("sf-limits")
+        self.partition.observe(self._partition_changed, names="value")
+        super().__init__([
+            w.HBox([self.partition, self.limits]),
+            w.HBox([self.cpus, self.memory_gb, self.gpus, self.walltime]),
+        ])
+
+    def set_rows(self, rows: list[PartitionRow], default: str | None) -> None:
+        """New live rows: keep the user's choice if it is still offered."""
+        self.rows = {r.name: r for r in rows}
+        names = list(self.rows)
+        current = self.partition.value
+        if list(self.partition.options) != names:
+            self.partition.options = names
+        if current in self.rows:
+            self.partition.value = current
+        elif names:
+            self.partition.value = default if default in self.rows else names[0]
+
+    def _partition_changed(self, change: dict[str, Any]) -> None:
+        row = self.rows.get(change["new"])
+        if row is None:
+            return
+        lim, defaults = row.limits, row.defaults
+        for box, key, default_key in (
+            (self.cpus, "max_cpus", "cpus"), (self.memory_gb, "max_memory_gb", "memory_gb"),
+            (self.gpus, "max_gpus", "gpus"),
+            (self.walltime, "max_walltime_minutes", "walltime_minutes"),
+        ):
+            box.max = lim.get(key, box.max)
+            box.value = min(defaults.get(default_key, box.value), box.max)
+        self.limits.value = html.escape(
+            f"up to {lim.get('max_cpus')} CPUs, {lim.get('max_memory_gb'):g} GiB, "
+            f"{lim.get('max_gpus')} GPUs, {row.max_walltime_text}"
+        ) if lim else ""
+
+    def options(self) -> dict[str, Any]:
+        """The chosen resources as raw options (the hub validates them)."""
+        return {"partition": self.partition.value, "cpus": self.cpus.value,
+                "memory_gb": self.memory_gb.value, "gpus": self.gpus.value,
+                "walltime": str(self.walltime.value)}
+
+
+class ComputePanel(w.VBox):
+    """Partitions, sessions and batch runs of the user, refreshing every ``refresh_seconds``
+    (every 3 s while something is starting). ``compute`` defaults to this session's."""
+
+    partitions = List()
+    sessions = List()
+    runs = List()
+    message = Unicode()
+    message_kind = Unicode("info")
+
+    def __init__(self, compute: Compute | None = None, *, refresh_seconds: float = 10.0,
+                 auto_refresh: bool = True) -> None:
+        super().__init__()
+        self.add_class("sf-compute-panel")
+        self.refresh_seconds = refresh_seconds
+        self._refresh_failed = False
+        self._lock = threading.RLock()
+        self.status = w.HTML()
+        self.status.add_class("sf-status")
+        self.table = w.HTML()
+        self.table.add_class("sf-partition-table")
+        self.chooser = ResourceChooser()
+        self.chooser.partition.observe(lambda _: self._render_table(), names="value")
+        self.session_name = w.Text(placeholder="session name, e.g. gpu-work",
+                                   description="Name")
+        self.session_name.add_class("sf-session-name")
+        self.start_button = self._button("Start session", "sf-start", self.start_session,
+                                         "success")
+        self.notebook = w.Text(placeholder="notebook.ipynb", description="Notebook")
+        self.notebook.add_class("sf-notebook")
+        self.parameters = w.Textarea(placeholder="parameters, one per line: epochs = 3",
+                                     layout=w.Layout(width="320px", height="48px"))
+        self.parameters.add_class("sf-parameters")
+        self.run_button = self._button("Run notebook as batch job", "sf-run", self.run_notebook)
+        self.refresh_button = self._button("Refresh", "sf-refresh", self.refresh)
+        self.session_box = w.VBox()
+        self.session_box.add_class("sf-sessions")
+        self.run_box = w.VBox()
+        self.run_box.add_class("sf-runs")
+        self.children = [
+            w.HBox([w.HTML("<b>Compute</b>"), self.refresh_button]),
+            self.status, self.table, self.chooser,
+            w.HBox([self.session_name, self.start_button]),
+            w.HBox([self.notebook, self.parameters, self.run_button]),
+            w.HTML("<b>Your sessions</b>"), self.session_box,
+            w.HTML("<b>Your batch runs</b>"), self.run_box,
+        ]
+        self.compute: Compute | None = compute
+        if compute is None:
+            try:
+                self.compute = Compute()
+            except Exception as exc:  # no hub here (not in a session): say so in the panel
+                self.show(plain_message(exc), "error")
+        self.ticker: Ticker | None = None
+        if self.compute is not None:
+            self.refresh()
+            if auto_refresh:
+                self.ticker = Ticker(self.refresh, self._interval).start()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _button(self, label: str, css: str, action: Callable[[], Any],
+                style: str = "") -> w.Button:
+        button = w.Button(description=label, button_style=style,
+                          layout=w.Layout(width="auto"))
+        button.add_class(css)
+        button.on_click(lambda _: self.attempt(action))
+        return button
+
+    def attempt(self, action: Callable[[], Any]) -> bool:
+        """Run a user action; show what went wrong in plain words instead of raising."""
+        try:
+            with self._lock:
+                action()
+            return True
+        except Exception as exc:  # every failure is shown to the user, none is swallowed
+            self.show(plain_message(exc), "error")
+            return False
+
+    def show(self, text: str, kind: str = "info") -> None:
+        self.message_kind = kind
+        self.message = text
+
+    def _interval(self) -> float:
+        busy = any(s.state in {"starting", "stopping"} for s in self.sessions) or any(
+            not status.finished for _, status in self.runs)
+        return min(3.0, self.refresh_seconds) if busy else self.refresh_seconds
+
+    def close(self) -> None:
+        if self.ticker is not None:
+            self.ticker.stop()
+        super().close()
+
+    # -- state → view ---------------------------------------------------------------------
+
+    @observe("message", "message_kind")
+    def _render_status(self, _: Any = None) -> None:
+        self.status.value = status_html(self.message, self.message_kind)
+
+    @observe("partitions")
+    def _render_partitions(self, _: Any = None) -> None:
+        default = self.compute.default_partition if self.compute else None
+        self.chooser.set_rows(self.partitions, default)
+        self._render_table()
+
+    def _render_table(self) -> None:
+        self.table.value = partition_table_html(self.partitions, self.chooser.partition.value)
+
+    @observe("sessions")
+    def _render_sessions(self, _: Any = None) -> None:
+        if not self.sessions:
+            self.session_box.children = [w.HTML("<i>No sessions.</i>")]
+            return
+        self.session_box.children = [self._session_row(s) for s in self.sessions]
+
+    def _session_row(self, session: Session) -> w.HBox:
+        detail = session.reason or session.message
+        if session.eta:
+            detail = f"{detail}; starts {session.eta}" if session.reason else detail
+        actions: list[w.Widget] = []
+        if session.state == "running":
+            actions.append(w.HTML(f'<a href="{html.escape(session.url)}" target="_blank">'
+                                  "Open</a>", layout=w.Layout(width="50px")))
+        if session.state in {"running", "starting"}:
+            actions.append(self._button("Stop", "sf-stop",
+                                        lambda name=session.name: self.stop_session(name)))
+        row = w.HBox([
+            _cell(html.escape(session.label), "140px", "sf-session-label"),
+            _cell(f"<b>{session.state}</b>", "80px", "sf-session-state"),
+            _cell(html.escape(session.partition or ""), "70px"),
+            _cell(html.escape(detail), "420px", "sf-session-detail"),
+            *actions,
+        ])
+        row.add_class("sf-session")
+        row.add_class(f"sf-session-{session.state}")
+        return row
+
+    @observe("runs")
+    def _render_runs(self, _: Any = None) -> None:
+        if not self.runs:
+            self.run_box.children = [w.HTML("<i>No batch runs.</i>")]
+            return
+        self.run_box.children = [self._run_row(run, status) for run, status in self.runs]
+
+    def _run_row(self, run: BatchRun, status: RunStatus) -> w.HBox:
+        name = run.notebook.rsplit("/", 1)[-1]
+        detail = " ".join(x for x in (status.progress_text, status.message) if x)
+        actions: list[w.Widget] = []
+        if run.output_path.exists():
+            actions.append(w.HTML(lab_link(run.output_path, "executed notebook")))
+        if not status.finished:
+            actions.append(self._button("Cancel", "sf-cancel",
+                                        lambda run=run: self.cancel_run(run)))
+        row = w.HBox([
+            _cell(html.escape(f"{name} ({run.id})"), "260px", "sf-run-label"),
+            _cell(html.escape(run.request.partition), "70px"),
+            _cell(f"<b>{status.state}</b>", "90px", "sf-run-state"),
+            _cell(html.escape(detail), "300px", "sf-run-detail"),
+            *actions,
+        ])
+        row.add_class("sf-run")
+        return row
+
+    # -- actions (also callable from code) ------------------------------------------------
+
+    def refresh(self) -> None:
+        """Ask the hub and Slurm again; problems show in the status line."""
+        if self.compute is None:
+            return
+        compute = self.compute
+
+        def load() -> None:
+            self.partitions = compute.partitions()
+            self.sessions = compute.sessions.list()
+            self.runs = compute.runs()
+            if compute.slurm_problem:
+                self.show(compute.slurm_problem, "error")
+            elif self._refresh_failed:
+                self.show("")  # the problem the last refresh showed is over
+            self._refresh_failed = False
+
+        if not self.attempt(load):
+            self._refresh_failed = True
+
+    def start_session(self) -> None:
+        """Start a session named in the name box on the chosen resources."""
+        compute = self._require()
+        options = self.chooser.options()
+        session = compute.sessions.start(self.session_name.value, **options)
+        self.show(f"Starting session {session.label} on {options['partition']}.", "ok")
+        self.sessions = compute.sessions.list()
+
+    def stop_session(self, name: str) -> None:
+        """Stop session ``name`` (its Slurm job is cancelled)."""
+        compute = self._require()
+        compute.sessions.stop(name)
+        self.show(f"Stopping session {name or '(default)'}.", "ok")
+        self.sessions = compute.sessions.list()
+
+    def run_notebook(self) -> None:
+        """Submit the notebook in the notebook box as a batch job on the chosen resources."""
+        compute = self._require()
+        if not self.notebook.value.strip():
+            self.show("Type the path of the notebook to run, e.g. analysis.ipynb.", "error")
+            return
+        run = compute.run_notebook(self.notebook.value.strip(),
+                                   parameters=parse_parameters(self.parameters.value),
+                                   **self.chooser.options())
+        self.show(f"Submitted {run.notebook} as job {run.job_id}; results go to "
+                  f"{run.directory}.", "ok")
+        self.runs = compute.runs()
+
+    def cancel_run(self, run: BatchRun) -> None:
+        """Cancel a batch run (queued or running)."""
+        run.cancel()
+        self.show(f"Cancelled run {run.id}.", "ok")
+        self.runs = self._require().runs()
+
+    def _require(self) -> Compute:
+        if self.compute is None:
+            raise HubError("This panel is not connected to a hub; open it inside a session.")
+        return self.compute
+
+
+__all__ = ["ComputePanel", "ResourceChooser", "partition_table_html"]
