@@ -133,6 +133,41 @@ class HubSettings(_Strict):
     )
 
 
+class RaySettings(_Strict):
+    """Ray clusters that users start from their sessions (:mod:`shopfloor.raycluster`)."""
+
+    idle_timeout_minutes: int = Field(
+        30, ge=0, le=7 * 24 * 60,
+        description="A Ray cluster with no running Ray job for this many minutes stops itself "
+        "(0 turns the idle stop off; the walltime still applies). Users may choose less.",
+    )
+    idle_check_seconds: float = Field(
+        15.0, gt=0, le=600, description="Seconds between the head's checks for running jobs."
+    )
+    object_store_fraction: float = Field(
+        0.15, gt=0, le=0.8,
+        description="Share of each node's job memory given to Ray's object store (Ray's own "
+        "default, 30% of the node's RAM, ignores the Slurm allocation).",
+    )
+    min_object_store_mb: int = Field(
+        80, ge=76, description="Smallest object store per node in MB (Ray needs at least 75 MiB)."
+    )
+    temp_root: str = Field(
+        "/tmp",
+        description="Node-local folder under which each node of a cluster gets its own Ray "
+        "temp folder (shopfloor-ray-<user>-<job>-<node index>, mode 700). Keep it short: "
+        "Ray's socket paths must stay under 107 characters.",
+    )
+    state_dir: str = Field(
+        "{home}/.shopfloor/ray",
+        description="Per-user folder (mode 700) with each cluster's state, ports and auth "
+        "token; {home} and {user} are filled in. Must be on storage the compute nodes share.",
+    )
+    ready_timeout_seconds: int = Field(
+        300, ge=30, description="How long a node waits for its cluster's head before giving up."
+    )
+
+
 class SiteConfig(_Strict):
     """A whole site file."""
 
@@ -149,6 +184,9 @@ class SiteConfig(_Strict):
     group_limits: dict[Name, Limits] = Field(
         default_factory=dict,
         description="Extra, tighter limits for members of a group (e.g. workshop participants).",
+    )
+    ray: RaySettings = Field(
+        default_factory=RaySettings, description="Ray clusters started from sessions."
     )
 
     @model_validator(mode="after")
@@ -211,6 +249,7 @@ __all__ = [
     "HubSettings",
     "Limits",
     "PartitionPolicy",
+    "RaySettings",
     "SiteConfig",
     "SiteConfigError",
     "SlurmSettings",

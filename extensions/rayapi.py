@@ -1,0 +1,28 @@
+"""``GET /hub/api/shopfloor/ray``: the site's Ray settings, for code in users' sessions.
+
+:mod:`shopfloor.raycluster` runs in users' kernels, which cannot read the site file; it asks
+here for the idle timeout, object store sizing and folders (see
+:class:`shopfloor.site.RaySettings`). Any valid token of a user may read them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyterhub.apihandlers import default_handlers
+from shopfloor.extensions.api import _ShopfloorHandler
+
+
+class RaySettingsHandler(_ShopfloorHandler):
+    """The ``ray:`` section of the site file."""
+
+    async def get(self) -> None:
+        self.caller()
+        self.finish(json.dumps(self.ctx.site.ray.model_dump()))
+
+
+def register_ray_handlers() -> None:
+    """Add the handler to the hub's API (once)."""
+    path = r"/api/shopfloor/ray"
+    if path not in {h[0] for h in default_handlers}:
+        default_handlers.append((path, RaySettingsHandler))
