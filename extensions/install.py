@@ -52,9 +52,6 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     from shopfloor.extensions.rayapi import register_ray_handlers
 
     register_ray_handlers()
-    from shopfloor.extensions.rayapi import register_ray_handlers
-
-    register_ray_handlers()
     state = Path(site.hub.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
 
