@@ -6,9 +6,14 @@ cd "$(dirname "$0")/.."
 
 VENV="${SHOPFLOOR_VENV:-/opt/shopfloor/venv}"
 PYTHON="${SHOPFLOOR_PYTHON:-/usr/bin/python3}"
-PACKAGES=(slurm-wlm munge sudo nodejs npm python3-venv procps psmisc)
+PACKAGES=(slurm-wlm munge sudo python3-venv procps psmisc)
 if [ "${1:-}" = "--test" ]; then
   PACKAGES+=(chromium chromium-driver fonts-dejavu-core)
+fi
+# Node.js may come from elsewhere (e.g. NodeSource, whose nodejs ships npm and conflicts with
+# Debian's npm): only install Debian's when the commands are missing.
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+  PACKAGES+=(nodejs npm)
 fi
 
 say() { echo "bootstrap: $*"; }
