@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from shopfloor.extensions.handlers import parse_port_body
 
 
