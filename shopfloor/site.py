@@ -168,6 +168,24 @@ class RaySettings(_Strict):
     )
 
 
+class ModelSettings(_Strict):
+    """Fine-tuning (:mod:`shopfloor.finetune`): the model catalog and where runs are kept."""
+
+    catalog_dir: str = Field(
+        "/opt/shopfloor/models",
+        description="Folder of the site model catalog: one Hugging Face-format model per "
+        "sub-folder, each with a shopfloor-model.json card (task, licence, description). "
+        "Must be readable by every user; `shopfloor models build-demo` fills it with the demo "
+        "models. Sessions get it as $SHOPFLOOR_MODEL_CATALOG.",
+    )
+    runs_dir: str = Field(
+        "~/shopfloor-runs",
+        description="Where users' fine-tuning runs keep checkpoints, progress and metrics "
+        "(one folder per run name); '~' is the user's home. Must be on storage every compute "
+        "node sees. Sessions get it as $SHOPFLOOR_RUNS_DIR.",
+    )
+
+
 class SiteConfig(_Strict):
     """A whole site file."""
 
@@ -184,6 +202,9 @@ class SiteConfig(_Strict):
     group_limits: dict[Name, Limits] = Field(
         default_factory=dict,
         description="Extra, tighter limits for members of a group (e.g. workshop participants).",
+    )
+    models: ModelSettings = Field(
+        default_factory=ModelSettings, description="Model catalog and fine-tuning runs."
     )
     ray: RaySettings = Field(
         default_factory=RaySettings, description="Ray clusters started from sessions."
@@ -248,6 +269,7 @@ __all__ = [
     "AuthSettings",
     "HubSettings",
     "Limits",
+    "ModelSettings",
     "PartitionPolicy",
     "RaySettings",
     "SiteConfig",
