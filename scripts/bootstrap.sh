@@ -50,7 +50,8 @@ if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[test]" >/tmp/shop
   echo "bootstrap: pip install failed; full log in /tmp/shopfloor-pip.log" >&2
   exit 1
 fi
-"$VENV/bin/python" -c "import shopfloor.extensions.spawner" >/dev/null
+# (from / so that the checkout's own shopfloor/ folder cannot shadow the installed package)
+(cd / && "$VENV/bin/python" -c "import shopfloor.extensions.spawner") >/dev/null
 # JupyterLab must not try to fetch news or updates: compute nodes usually have no internet.
 mkdir -p "$VENV/share/jupyter/lab/settings"
 cp hub_config/jupyterlab_overrides.json "$VENV/share/jupyter/lab/settings/overrides.json"

@@ -22,7 +22,10 @@ SHOPFLOOR = [sys.executable, "-m", "shopfloor.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SHOPFLOOR, *args], capture_output=True, text=True, timeout=180)
+    # cwd="/": `python -m` puts the cwd first on sys.path, and the checkout's shopfloor/
+    # folder would shadow the installed package (which maps extensions/ into it).
+    return subprocess.run([*SHOPFLOOR, *args], capture_output=True, text=True, timeout=180,
+                          cwd="/")
 
 
 def test_demo_detach_returns_once_the_hub_answers(tmp_path: Path, local_cluster) -> None:  # type: ignore[no-untyped-def]
@@ -97,7 +100,7 @@ def test_missing_slurm_binary_is_one_clear_message(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path)}  # no Slurm anywhere on PATH
     result = subprocess.run(
         [*SHOPFLOOR, "cluster", "up", "--state-dir", str(tmp_path / "state")],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True, text=True, env=env, timeout=60, cwd="/",
     )
     assert result.returncode == 2
     assert "apt-get install slurm-wlm munge" in result.stderr
