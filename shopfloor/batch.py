@@ -143,16 +143,16 @@ def run_status(
     progress = progress or {}
     cell, cells = int(progress.get("cell", 0)), int(progress.get("cells", 0))
     reported = progress.get("state")
-    if job is not None and job.is_pending:
-        return RunStatus("queued", message=f"waiting in the queue ({job.reason})")
-    if job is not None and job.is_running and reported not in FINAL_STATES:
-        return RunStatus("running", cell, cells, node=job.batch_host)
     if reported == "completed":
         return RunStatus("completed", cell, cells)
     if reported == "failed":
         return RunStatus("failed", cell, cells, str(progress.get("error", "")))
     if cancel_requested or (job is not None and job.state == "CANCELLED"):
         return RunStatus("cancelled", cell, cells, "cancelled on request")
+    if job is not None and job.is_pending:
+        return RunStatus("queued", message=f"waiting in the queue ({job.reason})")
+    if job is not None and job.is_running:
+        return RunStatus("running", cell, cells, node=job.batch_host)
     if job is not None and job.state == "TIMEOUT":
         return RunStatus("failed", cell, cells, "it ran out of walltime; ask for more time")
     if job is not None and job.state in {"OUT_OF_MEMORY", "NODE_FAIL", "FAILED", "PREEMPTED"}:

@@ -1,0 +1,185 @@
+"""Tiny in-process stand-ins for unit tests: the hub's REST API and the Slurm seam.
+
+:class:`FakeHub` answers the calls :class:`shopfloor.hubapi.Hub` makes, over real HTTP, with
+canned data; :class:`RecordingSlurm` replaces :class:`shopfloor.slurm.Slurm` (the one seam).
+The real hub and cluster are exercised by the integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from shopfloor.slurm import JobInfo, SlurmError
+
+TOKEN = "secret-test-token"
+
+PARTITIONS = {
+    "user": "alice",
+    "default_partition": "cpu",
+    "partitions": [
+        {
+            "name": "cpu", "description": "CPU nodes", "demo_gpus": False,
+            "live": {"up": True, "nodes_idle": 1, "nodes_total": 2, "cpus_idle": 6,
+                     "cpus_total": 8, "memory_per_node_mb": 4000, "gpus_per_node": 0},
+            "pending_jobs": 0,
+            "limits": {"partition": "cpu", "max_nodes": 2, "max_cpus": 4,
+                       "max_memory_gb": 3.5, "max_gpus": 0, "max_walltime_minutes": 480},
+            "max_walltime_text": "8 hours",
+            "defaults": {"partition": "cpu", "nodes": 1, "cpus": 1, "memory_gb": 1,
+                         "gpus": 0, "walltime_minutes": 120},
+        },
+        {
+            "name": "debug", "description": "Short jobs", "demo_gpus": False,
+            "live": {"up": True, "nodes_idle": 0, "nodes_total": 1, "cpus_idle": 0,
+                     "cpus_total": 4, "memory_per_node_mb": 4000, "gpus_per_node": 0},
+            "pending_jobs": 1,
+            "limits": {"partition": "debug", "max_nodes": 1, "max_cpus": 2,
+                       "max_memory_gb": 2, "max_gpus": 0, "max_walltime_minutes": 30},
+            "max_walltime_text": "30 minutes",
+            "defaults": {"partition": "debug", "nodes": 1, "cpus": 1, "memory_gb": 0.5,
+                         "gpus": 0, "walltime_minutes": 30},
+        },
+    ],
+}
+
+
+class FakeHub:
+    """Holds the fake hub's state; ``url`` is its API root (``.../hub/api``)."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, dict[str, Any]] = {}
+        self.progress: dict[str, list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        self.fail: dict[str, tuple[int, str]] = {}  #: path → (status, message)
+        handler = _handler(self)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add_server(self, name: str, *, ready: bool = True, pending: str | None = None,
+                   partition: str = "cpu") -> None:
+        self.servers[name] = {
+            "name": name, "ready": ready, "pending": pending, "stopped": False,
+            "url": f"/user/alice/{name}/", "started": "2025-01-01T10:00:00Z",
+            "user_options": {"partition": partition},
+        }
+
+
+def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _route(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            path = self.path.removeprefix("/hub/api")
+            hub.requests.append((method, path, body))
+            if self.headers.get("Authorization") != f"token {TOKEN}":
+                return self._send(403, {"status": 403, "message": "Forbidden"})
+            if path in hub.fail:
+                status, message = hub.fail[path]
+                return self._send(status, {"status": status, "message": message})
+            if method == "GET" and path == "/user":
+                return self._send(200, {"name": "alice"})
+            if method == "GET" and path == "/shopfloor/partitions":
+                return self._send(200, PARTITIONS)
+            if method == "POST" and path == "/shopfloor/validate":
+                return self._validate(body or {})
+            if method == "GET" and path == "/users/alice":
+                return self._send(200, {"name": "alice", "servers": hub.servers})
+            if path.startswith("/users/alice/servers/"):
+                return self._server(method, path.split("/")[4:], body)
+            return self._send(404, {"status": 404, "message": "Not Found"})
+
+        def _validate(self, body: dict[str, Any]) -> None:
+            unknown = sorted(set(body) - {"partition", "cpus", "memory_gb", "gpus", "walltime"})
+            if unknown:
+                return self._send(400, {"message": "bad", "problems": {
+                    k: "is not a setting you can choose" for k in unknown}})
+            if body.get("partition") == "debug" and int(body.get("walltime", 30)) > 30:
+                return self._send(400, {"message": "bad", "problems": {
+                    "walltime": "the debug partition allows at most 30 minutes"}})
+            return self._send(200, {"request": {
+                "partition": body.get("partition", "cpu"), "nodes": 1,
+                "cpus": int(body.get("cpus", 1)), "memory_gb": float(body.get("memory_gb", 1)),
+                "gpus": int(body.get("gpus", 0)), "walltime_minutes": int(body.get("walltime", 30)),
+                "account": None, "qos": None, "reservation": None}})
+
+        def _server(self, method: str, parts: list[str], body: Any) -> None:
+            name = parts[0]
+            if len(parts) == 2 and parts[1] == "progress":
+                return self._stream(hub.progress.get(name))
+            if method == "POST":
+                hub.add_server(name, ready=False, pending="spawn",
+                               partition=body["user_options"]["partition"])
+                hub.servers[name]["user_options"] = body["user_options"]
+                return self._send(202, {})
+            if method == "DELETE":
+                hub.servers.pop(name, None)
+                return self._send(204, None)
+            return self._send(405, {"message": "no"})
+
+        def _stream(self, events: list[dict[str, Any]] | None) -> None:
+            if events is None:
+                return self._send(400, {"message": "not starting"})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for event in events:
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+
+        def do_GET(self) -> None:
+            self._route("GET")
+
+        def do_POST(self) -> None:
+            self._route("POST")
+
+        def do_DELETE(self) -> None:
+            self._route("DELETE")
+
+    return Handler
+
+
+class RecordingSlurm:
+    """Records what would reach sbatch/squeue/scancel (the one seam, replaced)."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.scripts: list[str] = []
+        self.cancelled: list[str] = []
+        self.fail = fail
+
+    async def sbatch(self, script: str, **_: object) -> str:
+        if self.fail:
+            raise SlurmError(["sbatch"], 1, "", f"sbatch: error: {self.fail}")
+        self.scripts.append(script)
+        return "4242"
+
+    async def squeue(self, job_ids: list[str] | None = None, **_: object) -> dict[str, JobInfo]:
+        state = "CANCELLED" if "4242" in self.cancelled else "PENDING"
+        return {"4242": JobInfo("4242", state, "Priority", "", "", None, "alice", "debug", "x")}
+
+    async def scancel(self, job_id: str, **_: object) -> None:
+        self.cancelled.append(job_id)
+
+    async def run(self, args: list[str], **_: object) -> str:
+        if args[:2] == ["scontrol", "-d"]:
+            return ("NodeName=gpu1 State=MIXED Partitions=gpu Gres=gpu:2 GresUsed=gpu:1(IDX:0)\n"
+                    "NodeName=node1 State=IDLE Partitions=cpu Gres=(null) GresUsed=gpu:0\n")
+        raise SlurmError(args, 1, "", f"{args[0]}: error: not faked")
