@@ -4,5 +4,6 @@ Each panel is a thin view over a plain object usable from code (see each module)
 """
 
 from shopfloor.widgets.compute import ComputePanel
+from shopfloor.widgets.raypanel import RayClusterPanel
 
-__all__ = ["ComputePanel"]
+__all__ = ["ComputePanel", "RayClusterPanel"]
