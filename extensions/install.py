@@ -85,6 +85,12 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     c.ShopfloorSpawner.slurm_poll_interval = site.slurm.poll_interval
     c.ShopfloorSpawner.poll_interval = max(10, int(site.slurm.poll_interval * 2))
     c.ShopfloorSpawner.job_log_dir = site.slurm.job_log_dir
+    # Fine-tuning in sessions (shopfloor.finetune) finds the site model catalog and the
+    # users' run folder here; sessions cannot read the site file.
+    c.ShopfloorSpawner.environment.update({
+        "SHOPFLOOR_MODEL_CATALOG": site.models.catalog_dir,
+        "SHOPFLOOR_RUNS_DIR": site.models.runs_dir,
+    })
     # The server's token ($JUPYTERHUB_API_TOKEN in the session) lets in-session code (the
     # compute panel, shopfloor.hubapi) list, start and stop the user's own servers and read
     # their spawn progress; nothing more (no tokens, no other users, no admin).

@@ -44,8 +44,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   mkdir -p "$(dirname "$VENV")"
   "$PYTHON" -m venv "$VENV"
 fi
+# torch first, pinned: the CPU build (a local wheel on these machines). Unpinned, pip would
+# resolve a multi-GB CUDA build for the fine-tuning extra.
+if ! "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0" >/tmp/shopfloor-pip.log 2>&1; then
+  tail -n 30 /tmp/shopfloor-pip.log >&2
+  echo "bootstrap: installing torch==2.13.0 failed; full log in /tmp/shopfloor-pip.log" >&2
+  exit 1
+fi
 say "installing Shopfloor into $VENV"
-if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[test]" >/tmp/shopfloor-pip.log 2>&1; then
+if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[test,finetune]" >/tmp/shopfloor-pip.log 2>&1; then
   tail -n 30 /tmp/shopfloor-pip.log >&2
   echo "bootstrap: pip install failed; full log in /tmp/shopfloor-pip.log" >&2
   exit 1
@@ -58,4 +65,6 @@ cp hub_config/jupyterlab_overrides.json "$VENV/share/jupyter/lab/settings/overri
 # Jobs run as the users: they must read and execute the environment, parents included.
 chmod -R a+rX "$VENV"
 d="$VENV"; while [ "$d" != / ]; do d=$(dirname "$d"); chmod a+x "$d"; done
+# The site model catalog for fine-tuning: the demo models, built offline (no downloads).
+(cd / && "$VENV/bin/shopfloor" models build-demo) >/dev/null
 say "ready: $VENV/bin/shopfloor"

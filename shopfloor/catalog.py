@@ -52,7 +52,9 @@ class ModelEntry:
         """Size in words, e.g. '22.7 M parameters, 87 MB'."""
         params = self.parameters
         count = f"{params / 1e6:.1f} M" if params >= 1e6 else f"{params / 1e3:.0f} k"
-        return f"{count} parameters, {self.size_bytes / 1e6:.0f} MB"
+        size = f"{self.size_bytes / 1e6:.0f} MB" if self.size_bytes >= 1e6 else (
+            f"{self.size_bytes / 1e3:.0f} kB")
+        return f"{count} parameters, {size}"
 
     @property
     def summary(self) -> str:

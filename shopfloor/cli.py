@@ -43,6 +43,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from shopfloor.catalog import ModelCatalog, build_demo_catalog
+
+    if args.action == "build-demo":
+        root = build_demo_catalog(args.catalog, copy=args.copy)
+        print(f"demo model catalog ready in {root}")
+    for entry in ModelCatalog(args.catalog).models():
+        print(f"{entry.name:20} {entry.task:15} {entry.summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopfloor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,17 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the demo logins as JSON")
     demo.add_argument("--site", help="site file (default: the packaged demo_site.yaml)")
     demo.set_defaults(func=_demo)
+
+    models = sub.add_parser("models", help="the site model catalog (for fine-tuning)")
+    models.add_argument("action", choices=["list", "build-demo"])
+    models.add_argument("--catalog", help="catalog folder (default $SHOPFLOOR_MODEL_CATALOG "
+                        "or /opt/shopfloor/models)")
+    models.add_argument("--copy", action="store_true",
+                        help="copy the packaged model's files instead of linking them")
+    models.set_defaults(func=_models)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from shopfloor.catalog import CatalogError
     from shopfloor.demo import DemoError
     from shopfloor.localcluster import ClusterError
 
     try:
         return int(args.func(args))
-    except (ClusterError, DemoError, SiteConfigError) as exc:
+    except (CatalogError, ClusterError, DemoError, SiteConfigError) as exc:
         print(f"shopfloor: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
