@@ -1,0 +1,313 @@
+"""Runs published apps as Slurm jobs: start on first visit, track, stop when idle.
+
+One :class:`AppRunner` lives in the apps service. Each running app has a :class:`Run` with a
+fresh random secret that only the service and the job know (it reaches the job by name through
+sbatch ``--export``, never in a script, command line, URL or log). The job reports its port
+back with that secret; the service then proxies viewers to ``NodeAddr:port`` and adds the secret
+to every request. A run is stopped (``scancel``) after ``apps.idle_stop_minutes`` without viewer
+activity; the next visit starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import pwd
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from shopfloor.appjob import SECRET_ENV, SECRET_HEADER
+from shopfloor.apps import App, AppStore
+from shopfloor.clusterinfo import ClusterInfo
+from shopfloor.jobscript import JobSpec, build_script
+from shopfloor.jobwatch import JobState, JobWatcher
+from shopfloor.resources import RequestError, RequestPolicy, UserContext
+from shopfloor.site import SiteConfig
+from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.timeutil import parse_walltime
+
+log = logging.getLogger(__name__)
+#: Seconds after a failed start during which visits show the failure instead of retrying.
+RETRY_AFTER = 15.0
+
+
+@dataclass
+class Run:
+    """One app job: where it is and whether it serves yet."""
+
+    key: str
+    version: int
+    secret: str
+    state: str = "starting"  #: starting | ready | failed | stopped
+    message: str = "Submitting the app to Slurm"
+    job_id: str = ""
+    node: str = ""
+    address: str = ""
+    port: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+    ready_after: float | None = None  #: seconds from submit to serving
+    failed_at: float = 0.0
+    last_activity: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def upstream(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+
+class AppRunner:
+    """Starts, proxies-for and stops app jobs for one apps service."""
+
+    def __init__(self, site: SiteConfig, store: AppStore, callback_base: str,
+                 slurm: Slurm | None = None) -> None:
+        self.site = site
+        self.settings = site.apps
+        self.store = store
+        self.callback_base = callback_base.rstrip("/")
+        self.slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir)
+        self.watcher = JobWatcher(self.slurm)
+        self.cluster = ClusterInfo(self.slurm, site.slurm.info_cache_seconds)
+        self.policy = RequestPolicy(site)
+        self.runs: dict[str, Run] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        #: Job names carry a tag of this store, so two hubs on one cluster never touch each
+        #: other's app jobs.
+        self.tag = hashlib.sha256(str(store.root).encode()).hexdigest()[:6]
+
+    # -- names and scripts -------------------------------------------------------------
+
+    def job_name(self, app: App) -> str:
+        return f"shopfloor-app-{self.tag}-{app.owner}-{app.slug}"[:120]
+
+    def base_url(self, app: App) -> str:
+        return f"/services/apps/{app.owner}/{app.slug}/"
+
+    async def validated_request(self, app: App, owner: UserContext) -> Any:
+        """The stored compute request, checked again against today's policy and cluster."""
+        live = await self.cluster.snapshot()
+        return self.policy.validate(_as_options(app.version().request), owner, live)
+
+    def job_script(self, app: App, request: Any) -> str:
+        home = pwd.getpwnam(app.owner).pw_dir
+        python = self.site.hub.python
+        snapshot = self.store.snapshot_dir(app)
+        version = app.version()
+        log_dir = self.site.slurm.job_log_dir.format(home=home, user=app.owner)
+        env = {
+            "HOME": home, "USER": app.owner, "LOGNAME": app.owner, "SHELL": "/bin/bash",
+            "PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+        }
+        command = [
+            python, "-m", "shopfloor.appjob", "--notebook", str(snapshot / version.notebook),
+            "--base-url", self.base_url(app),
+            "--callback", f"{self.callback_base}/api/callback/{app.owner}/{app.slug}",
+            "--pool-size", str(self.settings.pool_size),
+        ]
+        spec = JobSpec(name=self.job_name(app), request=request, command=command,
+                       output=f"{log_dir}/app-%j.log", workdir=str(snapshot), env=env)
+        return build_script(spec)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def run_for(self, app: App) -> Run | None:
+        run = self.runs.get(app.key)
+        if run and run.version != app.current:
+            return None
+        return run
+
+    def ensure_started(self, app: App, owner: UserContext) -> tuple[Run, bool]:
+        """The app's run, starting one if none serves the current version (True if new)."""
+        run = self.runs.get(app.key)
+        if run and run.version == app.current and run.state in ("starting", "ready"):
+            return run, False
+        if run and run.state == "failed" and time.monotonic() - run.failed_at < RETRY_AFTER:
+            return run, False  # a reload right after a failure shows it, not a new job
+        if run:
+            self._forget(run)
+            if run.job_id:
+                self._background(self._cancel(run))
+        run = Run(key=app.key, version=app.current, secret=secrets.token_urlsafe(32))
+        self.runs[app.key] = run
+        run.task = asyncio.ensure_future(self._start(app, owner, run))
+        return run, True
+
+    async def _start(self, app: App, owner: UserContext, run: Run) -> None:
+        try:
+            request = await self.validated_request(app, owner)
+            home = pwd.getpwnam(app.owner).pw_dir
+            await _mkdir_as(app.owner, self.site.slurm.job_log_dir.format(home=home,
+                                                                          user=app.owner))
+            run.job_id = await self.slurm.sbatch(
+                self.job_script(app, request), user=app.owner,
+                secret_env={SECRET_ENV: run.secret},
+            )
+            log.info("apps: %s v%s submitted as job %s on %s", app.key, run.version,
+                     run.job_id, request.partition)
+            await self._wait_ready(run, request.partition)
+        except RequestError as exc:
+            self._fail(run, f"The app's compute request is no longer allowed: {exc}. "
+                       "Its owner must publish it again.")
+        except SlurmError as exc:
+            self._fail(run, f"Slurm refused the app's job: {exc.slurm_message}")
+        except TimeoutError:
+            self._fail(run, f"The app did not start within {self.settings.start_timeout} s; "
+                       "try again in a minute, or ask its owner to check the job log.")
+            await self._cancel(run)
+
+    def _fail(self, run: Run, message: str) -> None:
+        log.warning("apps: %s failed to start: %s", run.key, message)
+        run.state, run.message, run.failed_at = "failed", message, time.monotonic()
+
+    async def _wait_ready(self, run: Run, partition: str) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout
+        while time.monotonic() < deadline:
+            status = await self.watcher.status(run.job_id, max_age=0.5)
+            if status.state is JobState.GONE:
+                self._fail(run, f"The app's job {run.job_id} ended before it served "
+                           "(its owner finds the log in ~/.shopfloor/logs).")
+                return
+            info = status.info
+            if info and info.is_pending:
+                run.message = f"Waiting in the {partition} queue ({info.reason})"
+            elif info and info.is_running:
+                run.node = info.batch_host
+                run.message = f"Starting Voila on {run.node}"
+            if run.port and run.node:
+                run.address = await self.slurm.node_address(run.node)
+                if await self._answers(run):
+                    run.state, run.message = "ready", "Ready"
+                    run.ready_after = time.monotonic() - run.submitted
+                    run.touch()
+                    log.info("apps: %s ready on %s:%s after %.1f s", run.key, run.address,
+                             run.port, run.ready_after)
+                    return
+            await asyncio.sleep(0.25)
+        raise TimeoutError
+
+    async def _answers(self, run: Run) -> bool:
+        try:
+            await AsyncHTTPClient().fetch(
+                f"{run.upstream}/services/apps/{run.key}/voila/static/", method="HEAD",
+                headers={SECRET_HEADER: run.secret}, request_timeout=5, raise_error=False,
+            )
+        except OSError:
+            return False
+        except HTTPClientError:
+            return True
+        return True
+
+    def callback(self, key: str, secret: str, port: Any) -> bool:
+        """The job reports its port; accepted only with this run's secret and an int port."""
+        run = self.runs.get(key)
+        if run is None or not hmac.compare_digest(secret.encode(), run.secret.encode()):
+            return False
+        if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+            return False
+        run.port = port
+        return True
+
+    async def stop(self, key: str) -> None:
+        run = self.runs.pop(key, None)
+        if run:
+            self._forget(run)
+            await self._cancel(run)
+
+    def _forget(self, run: Run) -> None:
+        run.state = "stopped"
+        if run.task and not run.task.done():
+            run.task.cancel()
+        if self.runs.get(run.key) is run:
+            del self.runs[run.key]
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel(self, run: Run) -> None:
+        if not run.job_id:
+            return
+        try:
+            await self.slurm.scancel(run.job_id)
+            log.info("apps: cancelled job %s of %s", run.job_id, run.key)
+        except SlurmError as exc:
+            log.warning("apps: scancel %s failed: %s", run.job_id, exc)
+        self.watcher.unwatch(run.job_id)
+
+    async def stop_idle(self) -> list[str]:
+        """Stop every run without viewer activity for ``idle_stop_minutes``; also the dead."""
+        stopped = []
+        limit = self.settings.idle_stop_minutes * 60
+        for run in list(self.runs.values()):
+            idle = time.monotonic() - run.last_activity
+            if run.state == "ready" and run.job_id:
+                status = await self.watcher.status(run.job_id, max_age=5)
+                if status.state is JobState.GONE:
+                    log.info("apps: job %s of %s is gone", run.job_id, run.key)
+                    self.runs.pop(run.key, None)
+                    continue
+            if run.state in ("ready", "failed") and idle > limit:
+                log.info("apps: %s idle for %.0f s: stopping job %s", run.key, idle, run.job_id)
+                await self.stop(run.key)
+                stopped.append(run.key)
+        return stopped
+
+    async def cancel_leftovers(self) -> None:
+        """Cancel app jobs of this store left by an earlier service process (secrets lost)."""
+        try:
+            jobs = await self.slurm.squeue()
+        except SlurmError as exc:
+            log.warning("apps: cannot list leftover jobs: %s", exc)
+            return
+        prefix = f"shopfloor-app-{self.tag}-"
+        for job in jobs.values():
+            if job.name.startswith(prefix) and not job.is_finished:
+                log.info("apps: cancelling leftover app job %s (%s)", job.job_id, job.name)
+                try:
+                    await self.slurm.scancel(job.job_id)
+                except SlurmError as exc:
+                    log.warning("apps: scancel %s failed: %s", job.job_id, exc)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(key) for key in list(self.runs)))
+
+
+def _as_options(request: dict[str, Any]) -> dict[str, Any]:
+    """A stored ResourceRequest dict back into raw options for :meth:`RequestPolicy.validate`."""
+    options = {k: v for k, v in request.items() if v is not None and k != "walltime_minutes"}
+    if "walltime_minutes" in request:
+        options["walltime"] = str(request["walltime_minutes"])
+    return options
+
+
+def compute_options(raw: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """A publish request's ``compute`` with the site's app defaults filled in."""
+    options = dict(raw)
+    if settings.partition and "partition" not in options:
+        options["partition"] = settings.partition
+    if options.get("partition") == settings.partition or "partition" not in options:
+        # The app defaults fit the app partition; other partitions keep their own defaults.
+        options.setdefault("cpus", settings.cpus)
+        options.setdefault("memory_gb", settings.memory_gb)
+        options.setdefault("walltime", str(parse_walltime(settings.walltime)))
+    return options
+
+
+async def _mkdir_as(user: str, path: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "sudo", "-n", "-u", user, "--", "mkdir", "-p", path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode:
+        raise SlurmError(["mkdir", "-p", path], proc.returncode, "", err.decode(errors="replace"))

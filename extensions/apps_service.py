@@ -1,0 +1,576 @@
+"""The ``apps`` hub service: a gallery of published notebook apps, and the door to each app.
+
+Run by JupyterHub as a managed service (registered by :func:`apps_service_config`, called from
+``shopfloor.extensions.install``)::
+
+    python -m shopfloor.extensions.apps_service
+
+Routes (all under ``/services/apps/``):
+
+* ``/``: the gallery (filters ``mine``, ``shared``, ``all``; search ``q``).
+* ``/<owner>/<app>/...``: the app's stable URL, the same across versions. The service checks
+  the viewer's hub identity (OAuth) and the app's audience, starts the app's Slurm job on the
+  first visit (a progress page shows the way), then proxies pages and kernel websockets to the
+  job, adding the per-run secret the job requires. Viewers' cookies and tokens never reach it.
+* ``/api/apps``: list (GET) and publish (POST); ``/api/apps/<owner>/<app>``: one app (GET),
+  unpublish (DELETE); ``.../rollback`` (POST), ``.../status`` (GET); ``/api/thumbnails/...``.
+* ``/api/callback/<owner>/<app>``: the app job reports its port (authenticated by the secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import json
+import logging
+import os
+import posixpath
+import pwd
+import re
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import jinja2
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from tornado import httpclient, ioloop, web, websocket
+from tornado.httputil import HTTPHeaders
+
+from shopfloor.appjob import SECRET_HEADER
+from shopfloor.apps import (
+    App,
+    AppInputError,
+    AppNotFound,
+    AppStore,
+    can_view,
+    check_audience,
+    gallery,
+    read_as_user,
+    validate_publish,
+)
+from shopfloor.extensions.apps_runner import AppRunner, compute_options
+from shopfloor.resources import RequestError, UserContext
+from shopfloor.site import SiteConfig, load_site
+from shopfloor.slurm import SlurmError
+
+log = logging.getLogger("shopfloor.apps")
+SERVICE_NAME = "apps"
+PREFIX = f"/services/{SERVICE_NAME}"
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_APP = rf"(?P<owner>{_SEGMENT})/(?P<slug>[a-z0-9][a-z0-9-]{{0,39}})"
+#: Request headers that never travel to an app job: viewers' credentials and hop-by-hop ones.
+_DROP_REQUEST = {"cookie", "authorization", "host", "connection", "upgrade", "keep-alive",
+                 "proxy-authorization", "te", "trailer", "transfer-encoding", "origin",
+                 SECRET_HEADER.lower(), "x-forwarded-for", "x-xsrftoken"}
+_DROP_RESPONSE = {"set-cookie", "connection", "keep-alive", "transfer-encoding",
+                  "content-length", "server", "date"}
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+class Hub:
+    """What the service asks the hub: users, groups (with the service's own token)."""
+
+    def __init__(self, api_url: str, token: str) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        response = await httpclient.AsyncHTTPClient().fetch(
+            f"{self.api_url}{path}", headers={"Authorization": f"token {self.token}"},
+            raise_error=False, request_timeout=20,
+        )
+        if response.code == 404:
+            return None
+        if response.code >= 400:
+            raise web.HTTPError(502, f"the hub answered {response.code} to {path}")
+        return json.loads(response.body)
+
+    async def user_exists(self, name: str) -> bool:
+        return await self.get(f"/users/{quote(name)}") is not None
+
+    async def group_exists(self, name: str) -> bool:
+        if await self.get(f"/groups/{quote(name)}") is not None:
+            return True
+        try:
+            grp.getgrnam(name)
+            return True
+        except KeyError:
+            return False
+
+    async def user_context(self, model: dict[str, Any]) -> UserContext:
+        """Hub groups (asked fresh: a group change counts at once) plus Unix groups."""
+        name = model["name"]
+        user = await self.get(f"/users/{quote(name)}") or {}
+        groups = set(user.get("groups") or model.get("groups") or [])
+        try:
+            pw = pwd.getpwnam(name)
+            groups |= {grp.getgrgid(g).gr_name for g in os.getgrouplist(name, pw.pw_gid)}
+        except KeyError:
+            pass
+        return UserContext(name, frozenset(groups), bool(user.get("admin", model.get("admin"))))
+
+
+class _Access(HubOAuthenticated):
+    """Who is asking and what they may open (for page, API and websocket handlers)."""
+
+    settings: dict[str, Any]
+    request: Any
+
+    @property
+    def site(self) -> SiteConfig:
+        return self.settings["site"]
+
+    @property
+    def store(self) -> AppStore:
+        return self.settings["store"]
+
+    @property
+    def runner(self) -> AppRunner:
+        return self.settings["runner"]
+
+    @property
+    def hub(self) -> Hub:
+        return self.settings["hub"]
+
+    async def viewer(self) -> UserContext | None:
+        model = self.get_current_user()
+        if not model or model.get("kind", "user") != "user":
+            return None
+        return await self.hub.user_context(model)
+
+    def app_or_404(self, owner: str, slug: str) -> App:
+        try:
+            return self.store.get(owner, slug)
+        except AppNotFound:
+            raise web.HTTPError(404, f"There is no app {owner}/{slug}.") from None
+
+    async def visible_app(self, owner: str, slug: str) -> tuple[App, UserContext | None]:
+        """The app if the caller may open it; 403 (logged-in) or login redirect otherwise."""
+        app = self.app_or_404(owner, slug)
+        viewer = await self.viewer()
+        if can_view(app, viewer, allow_public=self.site.apps.allow_public):
+            return app, viewer
+        if viewer is None and self.request.method == "GET" and not self._is_api():
+            self.redirect(self.get_login_url())
+            raise web.Finish()
+        raise web.HTTPError(403, "You may not open this app; ask its owner to share it with you.")
+
+    def _is_api(self) -> bool:
+        return self.request.path.startswith(f"{PREFIX}/api/") or isinstance(
+            self, websocket.WebSocketHandler)
+
+
+
+class _Base(_Access, web.RequestHandler):
+    """Page and API handlers: JSON answers, error pages in plain words."""
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else (
+            self._reason)
+        if self._is_api():
+            self.finish(json.dumps({"status": status_code, "message": message}))
+        else:
+            self.finish(render("apps_error.html", status=status_code, message=message,
+                               prefix=PREFIX))
+
+
+def render(name: str, **context: Any) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    return env.get_template(name).render(**context)
+
+
+class GalleryHandler(_Base):
+    """Cards of every app the viewer may open, with filters and search."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        viewer = await self.viewer()
+        if viewer is None:
+            raise web.HTTPError(403, "Log in as a user to see the gallery.")
+        which = self.get_argument("filter", "all")
+        if which not in ("all", "mine", "shared"):
+            which = "all"
+        search = self.get_argument("q", "")[:100]
+        apps = gallery(self.store.all(), viewer, allow_public=self.site.apps.allow_public,
+                       which=which, search=search)
+        self.finish(render("apps_gallery.html", apps=[a.summary() for a in apps],
+                           which=which, q=search, user=viewer.name, prefix=PREFIX,
+                           site_name=self.site.name))
+
+
+class AppListHandler(_Base):
+    """``GET``: the caller's view of the gallery as JSON. ``POST``: publish a version."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        viewer = await self.viewer()
+        if viewer is None:
+            raise web.HTTPError(403, "a user's token is required")
+        apps = gallery(self.store.all(), viewer, allow_public=self.site.apps.allow_public,
+                       which=self.get_argument("filter", "all"), search=self.get_argument("q", ""))
+        self.write_json({"apps": [a.summary() for a in apps]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        owner = await self.viewer()
+        if owner is None:
+            raise web.HTTPError(403, "a user's token is required")
+        try:
+            raw = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the body must be a JSON object") from None
+        try:
+            app = await self.publish(owner, raw)
+        except AppInputError as exc:
+            self.write_json({"message": str(exc), "problems": exc.problems}, 400)
+            return
+        await self.runner.stop(app.key)
+        self.write_json({"app": app.summary(), "url": f"{PREFIX}/{app.key}/"}, 201)
+
+    async def publish(self, owner: UserContext, raw: Any) -> App:
+        try:
+            pw = pwd.getpwnam(owner.name)
+        except KeyError:
+            raise AppInputError({"owner": "you have no Unix account here; ask your admin"}) \
+                from None
+        users: dict[str, bool] = {}
+        groups: dict[str, bool] = {}
+        if isinstance(raw, dict) and isinstance(raw.get("names"), list):
+            for name in raw["names"][:100]:
+                if isinstance(name, str) and re.fullmatch(_SEGMENT, name):
+                    users[name] = await self.hub.user_exists(name)
+                    groups[name] = await self.hub.group_exists(name)
+        spec = validate_publish(
+            raw, home=pw.pw_dir, settings=self.site.apps,
+            user_exists=lambda n: users.get(n, False), group_exists=lambda n: groups.get(n, False),
+        )
+        try:
+            live = await self.runner.cluster.snapshot()
+            request = self.runner.policy.validate(
+                compute_options(spec.compute, self.site.apps), owner, live)
+        except RequestError as exc:
+            raise AppInputError({f"compute.{k}": v for k, v in exc.problems.items()}) from None
+        except SlurmError as exc:
+            raise web.HTTPError(503, f"Slurm is not answering: {exc.slurm_message}") from None
+        app = await asyncio.to_thread(
+            self.store.publish, owner.name, spec, request.model_dump(),
+            lambda path, limit: read_as_user(owner.name, path, limit), pw.pw_gid,
+        )
+        log.info("apps: %s published %s v%s (%s)", owner.name, app.key, app.current,
+                 app.audience.describe())
+        return app
+
+
+class AppApiHandler(_Base):
+    """One app: ``GET`` its summary, ``DELETE`` unpublishes (owner or admin)."""
+
+    async def owned(self, owner: str, slug: str) -> App:
+        app = self.app_or_404(owner, slug)
+        caller = await self.viewer()
+        if caller is None or not (caller.name == app.owner or caller.is_admin):
+            if caller is not None and can_view(app, caller,
+                                               allow_public=self.site.apps.allow_public):
+                raise web.HTTPError(403, "Only the app's owner may change it.")
+            raise web.HTTPError(404, f"There is no app {owner}/{slug}.")
+        return app
+
+    @web.authenticated
+    async def get(self, owner: str, slug: str) -> None:
+        app, _ = await self.visible_app(owner, slug)
+        self.write_json({"app": app.summary()})
+
+    @web.authenticated
+    async def delete(self, owner: str, slug: str) -> None:
+        app = await self.owned(owner, slug)
+        await self.runner.stop(app.key)
+        self.store.unpublish(app.owner, app.slug)
+        log.info("apps: %s unpublished", app.key)
+        self.write_json({"unpublished": app.key})
+
+
+class RollbackHandler(AppApiHandler):
+    @web.authenticated
+    async def post(self, owner: str, slug: str) -> None:
+        app = await self.owned(owner, slug)
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the body must be a JSON object such as {\"version\": 1}")
+        number = body.get("version")
+        try:
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+                raise AppInputError({"version": "must be a version number such as 1"})
+            app = self.store.rollback(app.owner, app.slug, number)
+        except AppInputError as exc:
+            self.write_json({"message": str(exc), "problems": exc.problems}, 400)
+            return
+        await self.runner.stop(app.key)
+        self.write_json({"app": app.summary()})
+
+
+class AudienceHandler(AppApiHandler):
+    @web.authenticated
+    async def post(self, owner: str, slug: str) -> None:
+        app = await self.owned(owner, slug)
+        body = json.loads(self.request.body or b"{}")
+        names = body.get("names") if isinstance(body, dict) else None
+        known = {n: (await self.hub.user_exists(n), await self.hub.group_exists(n))
+                 for n in (names if isinstance(names, list) else [])[:100]
+                 if isinstance(n, str) and re.fullmatch(_SEGMENT, n)}
+        audience, problems = check_audience(
+            body.get("audience") if isinstance(body, dict) else None, names,
+            allow_public=self.site.apps.allow_public,
+            user_exists=lambda n: known.get(n, (False, False))[0],
+            group_exists=lambda n: known.get(n, (False, False))[1],
+        )
+        if problems:
+            self.write_json({"message": "; ".join(f"{k}: {v}" for k, v in problems.items()),
+                             "problems": problems}, 400)
+            return
+        self.write_json({"app": self.store.set_audience(app.owner, app.slug, audience).summary()})
+
+
+class StatusHandler(_Base):
+    """Where the app's job is (for the progress page)."""
+
+    async def get(self, owner: str, slug: str) -> None:
+        app, _ = await self.visible_app(owner, slug)
+        run = self.runner.run_for(app)
+        if run is None:
+            self.write_json({"state": "stopped", "message": "Not running"})
+        else:
+            self.write_json({"state": run.state, "message": run.message, "job_id": run.job_id,
+                             "ready_after": run.ready_after})
+
+
+class ThumbnailHandler(_Base):
+    async def get(self, owner: str, slug: str) -> None:
+        app, _ = await self.visible_app(owner, slug)
+        version = app.version()
+        if not version.thumbnail:
+            raise web.HTTPError(404, "This app has no thumbnail.")
+        path = self.store.snapshot_dir(app) / version.thumbnail
+        kind = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml"}
+        self.set_header("Content-Type", kind[path.suffix])
+        # An SVG from a notebook must not run script on the hub's origin.
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(path.read_bytes())
+
+
+class CallbackHandler(web.RequestHandler):
+    """The app job reports its port; only its own per-run secret is accepted."""
+
+    def check_xsrf_cookie(self) -> None:
+        """The job authenticates with its secret header, not a browser cookie."""
+
+    def post(self, owner: str, slug: str) -> None:
+        try:
+            port = json.loads(self.request.body or b"{}").get("port")
+        except (ValueError, AttributeError):
+            port = None
+        secret = self.request.headers.get(SECRET_HEADER, "")
+        if not self.settings["runner"].callback(f"{owner}/{slug}", secret, port):
+            raise web.HTTPError(403)
+        self.finish({"ok": True})
+
+
+def _app_path(path: str) -> str:
+    """The path inside the app, refusing anything that climbs out of it."""
+    segments = path.split("/")
+    if any(s in ("..", ".") for s in segments) or "\\" in path or "\x00" in path:
+        raise web.HTTPError(400, "That path is not part of the app.")
+    return posixpath.normpath("/" + path).lstrip("/") if path else ""
+
+
+class AppProxyHandler(_Base):
+    """The app's stable URL: check who may view, start on demand, proxy to the job."""
+
+    async def _handle(self, owner: str, slug: str, path: str) -> None:
+        app, viewer = await self.visible_app(owner, slug)
+        path = _app_path(path)
+        run = self.runner.run_for(app)
+        if run is None or run.state in ("failed", "stopped") or run.state == "starting":
+            if self.request.method != "GET":
+                raise web.HTTPError(503, "The app is not running; open its page to start it.")
+            if run is None or run.state != "starting":
+                run, started = self.runner.ensure_started(app, await self.owner_context(app))
+                if started:
+                    self.store.record_visit(app, viewer.name if viewer else None, started=True)
+            self.set_status(202 if run.state != "failed" else 503)
+            self.finish(render("apps_progress.html", app=app.summary(), prefix=PREFIX,
+                               state=run.state, message=run.message))
+            return
+        run.touch()
+        if path == "" and self.request.method == "GET" and run.state == "ready":
+            self.store.record_visit(app, viewer.name if viewer else None)
+        await self.forward(run, app, path)
+
+    async def owner_context(self, app: App) -> UserContext:
+        return await self.hub.user_context({"name": app.owner})
+
+    async def forward(self, run: Any, app: App, path: str) -> None:
+        headers = HTTPHeaders()
+        for name, value in self.request.headers.get_all():
+            if name.lower() not in _DROP_REQUEST:
+                headers.add(name, value)
+        headers[SECRET_HEADER] = run.secret
+        url = f"{run.upstream}{PREFIX}/{app.key}/{path}"
+        if self.request.query:
+            url += "?" + self.request.query
+        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(
+                url, method=self.request.method, headers=headers, body=body,
+                follow_redirects=False, raise_error=False, decompress_response=False,
+                request_timeout=120, allow_nonstandard_methods=True,
+            )
+        except OSError:
+            await self.runner.stop(app.key)
+            raise web.HTTPError(502, "The app stopped answering; reload the page to restart "
+                                "it.") from None
+        self.set_status(response.code, response.reason)
+        self._headers = HTTPHeaders()
+        for name, value in response.headers.get_all():
+            if name.lower() not in _DROP_RESPONSE:
+                self.add_header(name, value)
+        self.finish(response.body or b"")
+
+    async def get(self, owner: str, slug: str, path: str) -> None:
+        await self._handle(owner, slug, path)
+
+    async def post(self, owner: str, slug: str, path: str) -> None:
+        await self._handle(owner, slug, path)
+
+    async def delete(self, owner: str, slug: str, path: str) -> None:
+        await self._handle(owner, slug, path)
+
+    def check_xsrf_cookie(self) -> None:
+        """Viewers' POSTs go to the app job, which has its own checks; none of the hub's."""
+
+
+class AppSocketProxy(_Access, websocket.WebSocketHandler):
+    """Kernel and request-info websockets of an app, proxied with the secret added."""
+
+    upstream: websocket.WebSocketClientConnection | None = None
+    run: Any = None
+
+    async def get(self, owner: str, slug: str, path: str) -> None:
+        app, _ = await self.visible_app(owner, slug)
+        run = self.runner.run_for(app)
+        if run is None or run.state != "ready":
+            raise web.HTTPError(503, "The app is not running; reload its page.")
+        self.run = run
+        self.app_key = app.key
+        self.path = _app_path(path)
+        await super().get(owner, slug, path)
+
+    async def open(self, owner: str, slug: str, path: str) -> None:
+        url = f"ws://{self.run.address}:{self.run.port}{PREFIX}/{self.app_key}/{self.path}"
+        if self.request.query:
+            url += "?" + self.request.query
+        request = httpclient.HTTPRequest(url, headers={SECRET_HEADER: self.run.secret},
+                                         request_timeout=30)
+        try:
+            self.upstream = await websocket.websocket_connect(
+                request, on_message_callback=self._from_app, max_message_size=64 * 1024 * 1024)
+        except (OSError, httpclient.HTTPClientError, websocket.WebSocketError) as exc:
+            log.warning("apps: websocket to %s failed: %s", self.app_key, exc)
+            self.close(1011, "the app is not reachable")
+        self.run.touch()
+
+    def _from_app(self, message: str | bytes | None) -> None:
+        if message is None:
+            self.close()
+            return
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except websocket.WebSocketClosedError:
+            pass
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.run is not None:
+            self.run.touch()
+        if self.upstream is not None:
+            await self.upstream.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+
+
+def make_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
+             cookie_secret: bytes) -> web.Application:
+    handlers: list[Any] = [
+        (rf"{PREFIX}/?", GalleryHandler),
+        (rf"{PREFIX}/oauth_callback", HubOAuthCallbackHandler),
+        (rf"{PREFIX}/api/apps", AppListHandler),
+        (rf"{PREFIX}/api/apps/{_APP}", AppApiHandler),
+        (rf"{PREFIX}/api/apps/{_APP}/rollback", RollbackHandler),
+        (rf"{PREFIX}/api/apps/{_APP}/audience", AudienceHandler),
+        (rf"{PREFIX}/api/apps/{_APP}/status", StatusHandler),
+        (rf"{PREFIX}/api/thumbnails/{_APP}", ThumbnailHandler),
+        (rf"{PREFIX}/api/callback/{_APP}", CallbackHandler),
+        (rf"{PREFIX}/{_APP}/(?P<path>api/kernels/[^/]+/channels|voila/query/[^/]+)",
+         AppSocketProxy),
+        (rf"{PREFIX}/{_APP}/(?P<path>.*)", AppProxyHandler),
+    ]
+    return web.Application(
+        handlers, site=site, hub=hub, runner=runner, store=store, cookie_secret=cookie_secret,
+        xsrf_cookies=False, websocket_ping_interval=30,
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="[%(levelname)1.1s %(asctime)s apps] %(message)s")
+    site = load_site(os.environ["SHOPFLOOR_SITE"])
+    store = AppStore(site.apps.store_dir or Path(site.hub.state_dir).parent / "apps", site.apps)
+    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    runner = AppRunner(site, store, f"{url.scheme}://{url.netloc}{PREFIX}")
+    hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+    secret_file = Path(site.hub.state_dir) / "apps_cookie_secret"
+    if not secret_file.exists():
+        secret_file.write_bytes(os.urandom(32))
+        secret_file.chmod(0o600)
+    app = make_app(site, hub, runner, store, secret_file.read_bytes())
+    app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
+    loop = ioloop.IOLoop.current()
+    loop.add_callback(runner.cancel_leftovers)
+    interval = max(1.0, min(30.0, site.apps.idle_stop_minutes * 60 / 4))
+    ioloop.PeriodicCallback(runner.stop_idle, interval * 1000).start()
+    log.info("apps service on %s (store %s, idle stop %g min)", url.netloc, store.root,
+             site.apps.idle_stop_minutes)
+    try:
+        loop.start()
+    finally:
+        asyncio.run(runner.stop_all())
+
+
+def apps_service_config(site: SiteConfig, site_file: str) -> dict[str, Any]:
+    """The managed-service entry for ``c.JupyterHub.services``."""
+    hub = urlparse(site.hub.hub_bind_url)
+    from shopfloor.apps import default_service_port
+
+    port = default_service_port(hub.port or 8081, site.apps)
+    return {
+        "name": SERVICE_NAME,
+        "url": f"http://{hub.hostname or '127.0.0.1'}:{port}",
+        "command": [sys.executable, "-m", "shopfloor.extensions.apps_service"],
+        "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", "")},
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+
+
+if __name__ == "__main__":
+    main()

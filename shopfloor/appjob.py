@@ -1,0 +1,149 @@
+"""Job side of a published app: standalone Voila that answers only the apps service.
+
+Run inside the app's Slurm job (as the app's owner) as::
+
+    python -m shopfloor.appjob --notebook SNAPSHOT/app.ipynb --base-url /services/apps/o/a/ \\
+        --callback http://hub-host:port/services/apps/api/callback/o/a --pool-size 1
+
+The per-run secret arrives by name in ``$SHOPFLOOR_APP_SECRET`` (sbatch ``--export``); it is
+removed from the environment before any kernel starts, so app code never sees it. Every
+request (pages, static files, kernel websockets) must carry it in the
+``X-Shopfloor-App-Secret`` header, which only the service adds: browsers never learn it, so
+the job is reachable through the hub's checks only. Voila runs *standalone*: kernels accept
+widget messages only (no ``execute_request``), sources are stripped, and there is no
+JupyterLab, terminal, contents API or file browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import tornado.ioloop
+import tornado.web
+from voila.app import Voila
+
+from shopfloor.extensions.singleuser import free_port, node_address
+
+SECRET_ENV = "SHOPFLOOR_APP_SECRET"
+SECRET_HEADER = "X-Shopfloor-App-Secret"
+
+
+def require_secret(handler: type, secret: str) -> type:
+    """A subclass of ``handler`` that answers 403 unless the request carries ``secret``."""
+    expected = secret.encode()
+
+    class SecretRequired(handler):  # type: ignore[misc, valid-type]
+        def prepare(self) -> Any:
+            given = self.request.headers.get(SECRET_HEADER, "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise tornado.web.HTTPError(403)
+            return super().prepare()
+
+    SecretRequired.__name__ = SecretRequired.__qualname__ = f"SecretRequired{handler.__name__}"
+    return SecretRequired
+
+
+def guard_handlers(handlers: Sequence[tuple[Any, ...]], secret: str) -> list[tuple[Any, ...]]:
+    """Wrap every handler of a handler list (``(pattern, class[, kwargs])``)."""
+    return [(spec[0], require_secret(spec[1], secret), *spec[2:]) for spec in handlers]
+
+
+class AppVoila(Voila):
+    """Standalone Voila whose every handler requires the per-run secret."""
+
+    shopfloor_secret = ""
+    shopfloor_callback = ""
+
+    def init_handlers(self) -> list[Any]:
+        return guard_handlers(super().init_handlers(), self.shopfloor_secret)
+
+    def start(self) -> None:
+        tornado.ioloop.IOLoop.current().add_callback(self._report_port)
+        super().start()
+
+    async def _report_port(self) -> None:
+        await self._pool_warm()
+        try:
+            await asyncio.to_thread(report_port, self.shopfloor_callback, self.port,
+                                    self.shopfloor_secret)
+        except RuntimeError as exc:
+            self.log.error("shopfloor: %s", exc)
+            tornado.ioloop.IOLoop.current().stop()
+
+
+    async def _pool_warm(self, timeout: float = 120) -> None:
+        """Wait until the preheated kernels have rendered the notebook (first view is warm)."""
+        pools = getattr(self.kernel_manager, "_pools", {})
+        pending = [item for items in pools.values() for item in items]
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
+            except TimeoutError:
+                self.log.warning("shopfloor: kernel pool not warm after %.0f s", timeout)
+
+
+def report_port(callback: str, port: int, secret: str, attempts: int = 30) -> None:
+    """Tell the apps service where we listen (authenticated by the per-run secret)."""
+    request = urllib.request.Request(
+        callback, data=json.dumps({"port": port}).encode(), method="POST",
+        headers={SECRET_HEADER: secret, "Content-Type": "application/json"},
+    )
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=20):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise RuntimeError(f"the apps service refused our port ({exc.code})") from None
+        except OSError:
+            pass
+        import time
+
+        time.sleep(1)
+    raise RuntimeError("could not reach the apps service to report our port")
+
+
+def voila_argv(notebook: str, base_url: str, address: str, port: int, pool_size: int) -> list[str]:
+    """Voila's command line: standalone, no sources, no tracebacks, a preheated pool."""
+    return [
+        notebook, "--no-browser", f"--Voila.ip={address}", f"--port={port}",
+        "--Voila.port_retries=0", f"--Voila.base_url={base_url}",
+        "--VoilaConfiguration.strip_sources=True", "--VoilaConfiguration.show_tracebacks=False",
+        f"--VoilaConfiguration.preheat_kernel={pool_size > 0}",
+        f"--VoilaConfiguration.default_pool_size={max(pool_size, 0)}",
+        # Kernels of viewers who left are reclaimed; the pool refills itself.
+        "--MappingKernelManager.cull_idle_timeout=900", "--MappingKernelManager.cull_interval=60",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m shopfloor.appjob")
+    parser.add_argument("--notebook", required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--callback", required=True)
+    parser.add_argument("--pool-size", type=int, default=1)
+    args = parser.parse_args(argv)
+    secret = os.environ.pop(SECRET_ENV, "")
+    if len(secret) < 32:
+        sys.exit(f"shopfloor: ${SECRET_ENV} is missing: start apps through the apps service")
+    address = node_address()
+    port = free_port(address)
+    print(f"shopfloor: app {args.base_url} on {address}:{port}", flush=True)
+    app = AppVoila()
+    app.shopfloor_secret = secret
+    app.shopfloor_callback = args.callback
+    app.initialize(voila_argv(args.notebook, args.base_url, address, port, args.pool_size))
+    app.start()
+
+
+if __name__ == "__main__":
+    main()
