@@ -39,6 +39,7 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     the hub's state folder. Returns the shared context so a config file may adjust it.
     Raises :class:`~shopfloor.site.SiteConfigError` for a bad site file.
     """
+    site_source = None if isinstance(site, SiteConfig) else str(site)
     if not isinstance(site, SiteConfig):
         site = load_site(site)
     global _CONTEXT
@@ -95,6 +96,10 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     # compute panel, shopfloor.hubapi) list, start and stop the user's own servers and read
     # their spawn progress; nothing more (no tokens, no other users, no admin).
     c.ShopfloorSpawner.server_token_scopes = list(SERVER_TOKEN_SCOPES)
+
+    from shopfloor.extensions.apps_install import install_apps
+
+    install_apps(c, site, site_source)
 
     from shopfloor.extensions.reattach import detach_unstarted_servers, schedule_reattach
 

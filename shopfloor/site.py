@@ -133,6 +133,59 @@ class HubSettings(_Strict):
     )
 
 
+class AppsSettings(_Strict):
+    """Published notebook apps (the ``apps`` hub service): who may see them, how they run."""
+
+    allow_public: bool = Field(
+        False,
+        description="Whether owners may publish apps anyone can open without logging in.",
+    )
+    idle_stop_minutes: float = Field(
+        30, gt=0, le=24 * 60,
+        description="Minutes without a viewer after which an app's Slurm job is stopped; "
+        "the next visit starts it again (e.g. 30; 0.5 for tests).",
+    )
+    pool_size: int = Field(
+        1, ge=0, le=8,
+        description="Preheated Voila kernels kept ready per running app (0 turns preheating "
+        "off; each kernel costs about 40-90 MiB on the node).",
+    )
+    partition: Name | None = Field(
+        None, description="Partition preselected for apps; the site's default if empty."
+    )
+    cpus: int = Field(1, ge=1, description="CPUs preselected for an app's job.")
+    memory_gb: float = Field(1, gt=0, description="Memory (GiB) preselected for an app's job.")
+    walltime: str = Field(
+        "8:00:00",
+        description="Longest an app's job runs before it is restarted on the next visit.",
+    )
+    service_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Port of the apps service on the hub's internal address; empty means the "
+        "hub API port + 10 (sessions find it the same way).",
+    )
+    store_dir: str = Field(
+        "",
+        description="Where published versions are kept (owned by the service, read-only to "
+        "owners; every folder above it must be traversable, o+x, by owners); empty means "
+        "an 'apps' folder beside hub.state_dir (which is private to the hub).",
+    )
+    max_files: int = Field(20, ge=0, le=1000, description="Most extra files one app may declare.")
+    max_file_mb: float = Field(
+        20, gt=0, description="Largest notebook or declared file, in MiB."
+    )
+    max_total_mb: float = Field(100, gt=0, description="Largest snapshot of one version, in MiB.")
+    start_timeout: int = Field(
+        300, ge=30, description="Seconds an app's job may take from submit to serving."
+    )
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        parse_walltime(value)
+        return value
+
+
 class RaySettings(_Strict):
     """Ray clusters that users start from their sessions (:mod:`shopfloor.raycluster`)."""
 
@@ -209,6 +262,9 @@ class SiteConfig(_Strict):
     ray: RaySettings = Field(
         default_factory=RaySettings, description="Ray clusters started from sessions."
     )
+    apps: AppsSettings = Field(
+        default_factory=AppsSettings, description="Published notebook apps (Voila on Slurm)."
+    )
 
     @model_validator(mode="after")
     def _default_is_listed(self) -> SiteConfig:
@@ -266,6 +322,7 @@ def load_site(path: str | Path) -> SiteConfig:
 
 
 __all__ = [
+    "AppsSettings",
     "AuthSettings",
     "HubSettings",
     "Limits",
