@@ -13,7 +13,7 @@
 Resources are checked by the hub (:meth:`shopfloor.hubapi.Hub.validate`, the site's one model);
 the job script comes from :mod:`shopfloor.jobscript`, is submitted through
 :class:`shopfloor.slurm.Slurm` as the calling user, and runs :mod:`shopfloor.notebookrun`.
-Each run lives in its own folder, ``~/shopfloor-runs/<id>/`` by default: the notebook snapshot,
+Each run lives in its own folder, ``~/shopfloor-batch/<id>/`` by default: the notebook snapshot,
 ``progress.json``, ``output.ipynb`` and the job's log ``job.log``. (Not a hidden folder:
 JupyterLab does not open files in hidden folders, and users should be able to open results.)
 """
@@ -53,7 +53,7 @@ from shopfloor.slurm import JobInfo, Slurm, SlurmError
 
 T = TypeVar("T")
 
-DEFAULT_RUNS_DIR = "~/shopfloor-runs"
+DEFAULT_RUNS_DIR = "~/shopfloor-batch"
 LOG_FILE = "job.log"
 FINAL_STATES = ("completed", "failed", "cancelled")
 _PARAMETER_TYPES = (str, int, float, bool, type(None), list, dict, tuple)

@@ -134,7 +134,7 @@ class Compute:
     """The user's compute: partitions, sessions and batch runs (what the panel shows).
 
     ``hub`` defaults to this session's hub, ``slurm`` to Slurm as the current user,
-    ``runs_dir`` to ``~/shopfloor-runs``.
+    ``runs_dir`` to ``~/shopfloor-batch``.
     """
 
     def __init__(self, hub: Hub | None = None, slurm: Slurm | None = None,

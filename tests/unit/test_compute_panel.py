@@ -173,6 +173,6 @@ def test_plain_message_and_links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert plain_message(KeyError("x")).startswith("Something went wrong")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/alice/work/")
-    link = lab_link(tmp_path / "shopfloor-runs" / "r 1" / "output.ipynb", "out")
-    assert 'href="/user/alice/work/lab/tree/shopfloor-runs/r%201/output.ipynb"' in link
+    link = lab_link(tmp_path / "shopfloor-batch" / "r 1" / "output.ipynb", "out")
+    assert 'href="/user/alice/work/lab/tree/shopfloor-batch/r%201/output.ipynb"' in link
     assert lab_link(Path("/etc/passwd"), "x") == "/etc/passwd"
