@@ -383,12 +383,13 @@ class RayCluster:
 
             return ClusterStatus("pending", describe_pending(head_job, None), jobs=tuple(jobs))
         request = ResourceRequest.model_validate(config["request"])
-        running_workers = [by_id[w] for w in config["workers"]
-                           if w in by_id and by_id[w].is_running]
+        # Workers still queued count too: "ready" means every node asked for has joined.
+        active_workers = [by_id[w] for w in config["workers"]
+                          if w in by_id and not by_id[w].is_finished]
         lost = tuple(w for w in config["workers"]
                      if w not in config["scaled_down"]
                      and (w not in by_id or by_id[w].is_finished))
-        expected = request.nodes + len(running_workers)
+        expected = request.nodes + len(active_workers)
         nodes = self.ray_nodes()
         if nodes is None:
             return ClusterStatus(

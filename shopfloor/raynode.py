@@ -47,8 +47,11 @@ NODE_PORTS = (
 )
 HEAD_PORTS = ("port", "dashboard-port")
 #: Ray puts Unix sockets under ``<temp>/session_<date>_<time>_<pid>/sockets/``; a socket path
-#: longer than 107 bytes cannot be bound. 64 bytes are left for Ray's part.
-MAX_TEMP_DIR_LENGTH = 107 - 64
+#: longer than 107 bytes cannot be bound. 64 bytes are left for Ray's part, 2 for ``/r``.
+MAX_TEMP_DIR_LENGTH = 107 - 64 - 2
+#: Ray's own temp folder inside the private one: Ray makes its temp folder world-writable
+#: (``chmod 777``, "so others can use it"), so it must sit inside a folder only we can enter.
+RAY_SUBDIR = "r"
 #: Ray's smallest object store (75 MiB) rounded up.
 MIN_OBJECT_STORE_BYTES = 78_643_200
 CLUSTER_FILE = "cluster.json"
@@ -351,6 +354,7 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
     temp_dir = make_private_dir(
         temp_dir_for(config["temp_root"], user, os.getuid(), job, plan.index)
     )
+    ray_temp = temp_dir / RAY_SUBDIR
     address = node_address()
     cpus, gpus, memory_mb = _node_resources(env)
     store = object_store_bytes(
@@ -369,7 +373,7 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
         head = wait_for_head(cluster_dir, plan.head_job, config["ready_timeout_seconds"])
         head_address = f"{head['address']}:{head['gcs_port']}"
     cmd = ray_start_command(
-        os.path.join(os.path.dirname(sys.executable), "ray"), plan, address, ports, temp_dir,
+        os.path.join(os.path.dirname(sys.executable), "ray"), plan, address, ports, ray_temp,
         num_cpus=cpus, num_gpus=gpus, object_store=store, head_address=head_address,
         memory=task_memory_bytes(memory_mb, store),
     )
