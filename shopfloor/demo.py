@@ -230,8 +230,14 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def credentials_path(site: SiteConfig) -> Path:
-    return Path(site.hub.state_dir) / "demo-credentials.json"
+def credentials_path(site: SiteConfig | None = None) -> Path:
+    """Where the demo users' passwords live: one file per machine, like the Unix accounts.
+
+    Not in the site's state folder: several hubs (the demo, tests, benchmarks) share the same
+    Unix users, and each generating passwords of its own would lock the others out.
+    """
+    base = os.environ.get("SHOPFLOOR_STATE_DIR", "/var/lib/shopfloor")
+    return Path(base) / "hub" / "demo-credentials.json"
 
 
 def demo_up(site_file: Path | None = None, detach: bool = False) -> None:
