@@ -165,6 +165,8 @@ class Hub:
         if self.pid() and hub_answers(self.site):
             say(f"the hub is already running (pid {self.pid()})")
             return
+        if self.pid() is None:
+            self._stop_orphaned_proxy()  # left by a hub that crashed or was killed
         port_owner = self._port_in_use()
         if port_owner:
             raise DemoError(
@@ -213,14 +215,44 @@ class Hub:
             time.sleep(0.2)
         if self.pid():
             os.kill(pid, signal.SIGKILL)
-        # The hub stops the proxy it started; if it was killed, the proxy's pid file remains.
-        proxy_pid = self.state / "jupyterhub-proxy.pid"
-        try:
-            os.kill(int(proxy_pid.read_text().strip()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
-        proxy_pid.unlink(missing_ok=True)
+        self._stop_orphaned_proxy()
         self.pid_file.unlink(missing_ok=True)
+
+    def _stop_orphaned_proxy(self) -> None:
+        """Stop a proxy left on our port by a hub that crashed or was killed.
+
+        The hub stops the proxy it started, but a killed hub leaves it running (in the hub's
+        state folder, beside a stale ``jupyterhub.pid``). Only such orphans are stopped.
+        """
+        from urllib.parse import urlparse
+
+        port = str(urlparse(self.site.hub.bind_url).port or 80)
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if not any(PROXY.encode() in a for a in argv):
+                    continue
+                args = [a.decode(errors="replace") for a in argv]
+                if "--port" not in args or args[args.index("--port") + 1] != port:
+                    continue
+                hub_pid_file = Path(os.readlink(proc / "cwd")) / "jupyterhub.pid"
+                if _alive(hub_pid_file):
+                    continue
+                say(f"stopping an orphaned proxy (pid {proc.name}) left on port {port}")
+                os.kill(int(proc.name), signal.SIGTERM)
+            except (OSError, ValueError, IndexError):
+                continue
+        (self.state / "jupyterhub-proxy.pid").unlink(missing_ok=True)
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _tail(path: Path, lines: int = 20) -> str:

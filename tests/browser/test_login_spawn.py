@@ -35,3 +35,7 @@ def test_login_pick_partition_jupyterlab(hub: RunningHub, page, artifacts: Path)
         assert jobs and jobs[0]["partition"] == "debug" and jobs[0]["state"] == "RUNNING"
     finally:
         hub.client("alice").stop()
+    # Next time, the spawn page preselects what alice chose last.
+    page.goto(f"{hub.url}/hub/spawn")
+    assert page.is_checked("input[name=partition][value=debug]")
+    assert page.input_value("#sf-walltime") == "30"
