@@ -37,6 +37,7 @@ def passwords() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def hub(local_cluster: LocalCluster, passwords: dict[str, str]) -> Iterator[RunningHub]:
     directory = Path(tempfile.mkdtemp(prefix="shopfloor-test-hub-"))
+    directory.chmod(0o711)  # like /var/lib/shopfloor: users may pass through to shared stores
     site_file = write_test_site(directory)
     site = load_site(site_file)
     process = Hub(site, site_file)
