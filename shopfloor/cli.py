@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--copy", action="store_true",
                         help="copy the packaged model's files instead of linking them")
     models.set_defaults(func=_models)
+
+    from shopfloor.appcli import add_apps_parser
+
+    add_apps_parser(sub)
     return parser
 
 

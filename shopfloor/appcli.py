@@ -1,0 +1,92 @@
+"""``shopfloor apps publish|list|rollback|unpublish``: the Python API on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from shopfloor.appclient import AppsClient, AppsError
+
+
+def _app_ref(text: str) -> tuple[str, str]:
+    owner, _, slug = text.partition("/")
+    if not slug:
+        raise argparse.ArgumentTypeError(f"{text!r}: name the app as OWNER/APP (e.g. alice/wave)")
+    return owner, slug
+
+
+def _compute(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("partition", "cpus", "memory_gb", "gpus", "walltime")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    client = AppsClient.from_env()
+    if args.apps_action == "publish":
+        result: Any = client.publish(
+            args.notebook, title=args.title, description=args.description, slug=args.slug,
+            audience=args.audience, names=args.names or [], compute=_compute(args),
+            files=args.files or [], thumbnail=args.thumbnail,
+        )
+        print(f"published {result['owner']}/{result['slug']} v{result['version']}: "
+              f"{result['url']} ({result['audience_text']})")
+    elif args.apps_action == "list":
+        apps = client.list(args.filter, args.search)
+        if args.json:
+            print(json.dumps(apps, indent=1))
+        for app in [] if args.json else apps:
+            print(f"{app['owner']}/{app['slug']:24} v{app['version']:<3} "
+                  f"{app['audience_text']:28} {app['title']}")
+    elif args.apps_action == "rollback":
+        owner, slug = args.app
+        app = client.rollback(owner, slug, args.to)
+        print(f"{owner}/{slug} now serves v{app['version']}")
+    else:
+        owner, slug = args.app
+        client.unpublish(owner, slug)
+        print(f"{owner}/{slug} unpublished")
+    return 0
+
+
+def run_apps(args: argparse.Namespace) -> int:
+    """Entry of ``shopfloor apps``: refusals are printed field by field, exit code 2."""
+    try:
+        return _run(args)
+    except AppsError as exc:
+        print(f"shopfloor apps: {exc}", file=sys.stderr)
+        for field, message in exc.problems.items():
+            print(f"  {field}: {message}", file=sys.stderr)
+        return 2
+
+
+def add_apps_parser(sub: Any) -> None:
+    """Add ``apps`` to the ``shopfloor`` command's subcommands."""
+    apps = sub.add_parser("apps", help="publish notebooks as apps (run inside a session)")
+    actions = apps.add_subparsers(dest="apps_action", required=True)
+    publish = actions.add_parser("publish", help="publish a notebook as a new app version")
+    publish.add_argument("notebook")
+    publish.add_argument("--title", required=True)
+    publish.add_argument("--description", default="")
+    publish.add_argument("--slug", help="URL name (default: from the title)")
+    publish.add_argument("--audience", default="private",
+                         choices=["private", "users", "groups", "hub", "public"])
+    publish.add_argument("--names", nargs="*", help="users or groups to share with")
+    publish.add_argument("--files", nargs="*", help="files next to the notebook the app needs")
+    publish.add_argument("--thumbnail", help="PNG/JPEG image (default: first figure output)")
+    publish.add_argument("--partition")
+    publish.add_argument("--cpus")
+    publish.add_argument("--memory-gb", dest="memory_gb")
+    publish.add_argument("--gpus")
+    publish.add_argument("--walltime")
+    listing = actions.add_parser("list", help="apps you can see")
+    listing.add_argument("--filter", default="all", choices=["all", "mine", "shared"])
+    listing.add_argument("--search", default="")
+    listing.add_argument("--json", action="store_true")
+    rollback = actions.add_parser("rollback", help="serve an earlier version again")
+    rollback.add_argument("app", type=_app_ref, help="OWNER/APP")
+    rollback.add_argument("--to", type=int, help="version number (default: the previous one)")
+    unpublish = actions.add_parser("unpublish", help="remove an app and all its versions")
+    unpublish.add_argument("app", type=_app_ref, help="OWNER/APP")
+    apps.set_defaults(func=run_apps)
