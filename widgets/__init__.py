@@ -4,6 +4,7 @@ Each panel is a thin view over a plain object usable from code (see each module)
 """
 
 from shopfloor.widgets.compute import ComputePanel
+from shopfloor.widgets.publish import PublishPanel
 from shopfloor.widgets.raypanel import RayClusterPanel
 
-__all__ = ["ComputePanel", "RayClusterPanel"]
+__all__ = ["ComputePanel", "PublishPanel", "RayClusterPanel"]

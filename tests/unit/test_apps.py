@@ -1,0 +1,290 @@
+"""Apps without a cluster: input checks, who sees what, the store, the job's secret guard."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.web
+from tornado.httpclient import AsyncHTTPClient
+
+from shopfloor.appclient import AppsError, service_url_from_hub
+from shopfloor.appjob import SECRET_HEADER, guard_handlers, voila_argv
+from shopfloor.apps import (
+    App,
+    AppInputError,
+    AppStore,
+    Audience,
+    can_view,
+    first_figure,
+    gallery,
+    slug_from_title,
+    validate_publish,
+)
+from shopfloor.extensions.apps_runner import compute_options
+from shopfloor.extensions.apps_service import _app_path
+from shopfloor.resources import UserContext
+from shopfloor.site import AppsSettings
+from shopfloor.widgets import PublishPanel
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "example_notebooks" / "slider_app.ipynb"
+HOME = "/home/alice"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+def check(raw: dict[str, Any], allow_public: bool = True) -> Any:
+    return validate_publish(
+        raw, home=HOME, settings=AppsSettings(allow_public=allow_public),
+        user_exists=lambda n: n in {"bob", "alice"}, group_exists=lambda n: n == "ml",
+    )
+
+
+def problems(raw: dict[str, Any], **kw: Any) -> dict[str, str]:
+    with pytest.raises(AppInputError) as info:
+        check(raw, **kw)
+    return info.value.problems
+
+
+def test_valid_request_is_normalised() -> None:
+    spec = check({"notebook": "work/app.ipynb", "title": "Wave explorer!",
+                  "audience": "groups", "names": "ml", "files": ["data/x.csv", "logo.svg"]})
+    assert spec.notebook == "/home/alice/work/app.ipynb" and spec.slug == "wave-explorer"
+    assert spec.files == ("/home/alice/work/data/x.csv", "/home/alice/work/logo.svg")
+    assert spec.audience == Audience("groups", ("ml",))
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({"title": ""}, "title"),
+    ({"title": "x" * 81}, "title"),
+    ({"title": "<script>alert(1)</script>"}, "title"),
+    ({"title": "ok\u202e"}, "title"),
+    ({"slug": "Bad Slug"}, "slug"),
+    ({"slug": "../x"}, "slug"),
+    ({"notebook": "/etc/passwd.ipynb"}, "notebook"),
+    ({"notebook": "../bob/x.ipynb"}, "notebook"),
+    ({"notebook": "notes.txt"}, "notebook"),
+    ({"files": ["../../etc/shadow"]}, "files"),
+    ({"files": ["/home/alice/other/x.csv"]}, "files"),
+    ({"audience": "everyone"}, "audience"),
+    ({"audience": "users", "names": ["mallory"]}, "names"),
+    ({"audience": "groups", "names": []}, "names"),
+    ({"audience": "private", "names": ["bob"]}, "names"),
+    ({"thumbnail": base64.b64encode(b"GIF89a").decode()}, "thumbnail"),
+    ({"thumbnail": "not base64!"}, "thumbnail"),
+    ({"compute": "big"}, "compute"),
+    ({"cmd": "rm -rf"}, "cmd"),
+])
+def test_bad_fields_are_named(raw: dict[str, Any], field: str) -> None:
+    base = {"notebook": "work/app.ipynb", "title": "Wave"}
+    assert field in problems({**base, **raw})
+
+
+def test_public_needs_the_site_to_allow_it() -> None:
+    base = {"notebook": "a.ipynb", "title": "Wave", "audience": "public"}
+    assert "does not allow public apps" in problems(base, allow_public=False)["audience"]
+    assert check(base, allow_public=True).audience.kind == "public"
+
+
+def test_too_many_files() -> None:
+    files = [f"f{i}.csv" for i in range(21)]
+    assert "at most 20" in problems({"notebook": "a.ipynb", "title": "W", "files": files})["files"]
+
+
+def app(kind: str, names: tuple[str, ...] = ()) -> App:
+    return App(owner="alice", slug=f"app-{kind}", title=f"{kind} app", description="",
+               audience=Audience(kind, names), current=1, versions=[], created=0, updated=0)  # type: ignore[arg-type]
+
+
+ALICE = UserContext("alice")
+BOB = UserContext("bob", frozenset({"ml"}))
+CAROL = UserContext("carol")
+ADMIN = UserContext("admin", is_admin=True)
+
+
+@pytest.mark.parametrize(("the_app", "viewer", "allow_public", "expected"), [
+    (app("private"), ALICE, True, True),
+    (app("private"), BOB, True, False),
+    (app("private"), None, True, False),
+    (app("private"), ADMIN, True, True),
+    (app("users", ("bob",)), BOB, True, True),
+    (app("users", ("bob",)), CAROL, True, False),
+    (app("groups", ("ml",)), BOB, True, True),
+    (app("groups", ("ml",)), CAROL, True, False),
+    (app("hub"), CAROL, True, True),
+    (app("hub"), None, True, False),
+    (app("public"), None, True, True),
+    (app("public"), None, False, False),  # the site turned public apps off after publishing
+    (app("public"), CAROL, False, True),
+])
+def test_who_may_view(the_app: App, viewer: UserContext | None, allow_public: bool,
+                      expected: bool) -> None:
+    assert can_view(the_app, viewer, allow_public=allow_public) is expected
+
+
+def test_gallery_filters_and_search() -> None:
+    apps = [app("private"), app("groups", ("ml",)), app("users", ("carol",))]
+    bob_all = gallery(apps, BOB, allow_public=True)
+    assert [a.slug for a in bob_all] == ["app-groups"]
+    assert gallery(apps, BOB, allow_public=True, which="mine") == []
+    assert [a.slug for a in gallery(apps, ALICE, allow_public=True, which="mine")] == [
+        "app-private", "app-groups", "app-users"]
+    assert gallery(apps, ALICE, allow_public=True, which="shared") == []
+    assert [a.slug for a in gallery(apps, ALICE, allow_public=True, search="users APP")] == [
+        "app-users"]
+
+
+def test_first_figure_is_the_thumbnail() -> None:
+    notebook = json.loads(NOTEBOOK.read_text())
+    name, data = first_figure(notebook) or ("", b"")
+    assert name == "thumbnail.svg" and data.startswith(b"<svg")
+    assert first_figure({"cells": []}) is None
+
+
+@pytest.fixture
+def store_root() -> Iterator[Path]:
+    """A store folder app owners could reach (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="shopfloor-apps-unit-", dir="/tmp"))
+    folder.chmod(0o711)
+    yield folder / "apps"
+    shutil.rmtree(folder)
+
+
+def test_store_versions_are_immutable_and_rollback(store_root: Path) -> None:
+    store = AppStore(store_root, AppsSettings(max_file_mb=1))
+    files = {"/home/alice/w/app.ipynb": NOTEBOOK.read_bytes(), "/home/alice/w/logo.svg": b"<svg/>"}
+
+    def read(path: str, limit: int) -> bytes:
+        return files[path]
+
+    spec = check({"notebook": "w/app.ipynb", "title": "Wave", "files": ["logo.svg"]})
+    first = store.publish("alice", spec, {"partition": "cpu"}, read, owner_gid=None)
+    files["/home/alice/w/logo.svg"] = b"<svg>changed</svg>"
+    second = store.publish("alice", spec, {"partition": "cpu"}, read)
+    assert (first.current, second.current) == (1, 2)
+    v1 = store.snapshot_dir(second, 1)
+    assert (v1 / "logo.svg").read_bytes() == b"<svg/>"  # v1 untouched by v2
+    assert oct((v1 / "logo.svg").stat().st_mode & 0o777) == "0o640"
+    assert (v1 / ".thumbnail" / "thumbnail.svg").exists()
+    assert store.rollback("alice", "wave").current == 1
+    with pytest.raises(AppInputError) as info:
+        store.rollback("alice", "wave", 7)
+    assert "version" in info.value.problems
+    store.unpublish("alice", "wave")
+    assert store.all() == []
+
+
+def test_store_refuses_big_files_and_non_notebooks(store_root: Path) -> None:
+    store = AppStore(store_root, AppsSettings(max_file_mb=0.001))
+    spec = check({"notebook": "a.ipynb", "title": "Wave"})
+    with pytest.raises(AppInputError) as info:
+        store.publish("alice", spec, {}, lambda p, limit: b"x" * (limit + 1))
+    assert "notebook" in info.value.problems
+    with pytest.raises(AppInputError) as info:
+        store.publish("alice", spec, {}, lambda p, limit: b"not json")
+    assert "not a notebook" in info.value.problems["notebook"]
+
+
+def test_store_refuses_a_folder_owners_cannot_reach(tmp_path: Path) -> None:
+    with pytest.raises(PermissionError, match="chmod o\\+x"):
+        AppStore(tmp_path / "apps", AppsSettings())
+
+
+def test_proxy_paths_never_climb_out() -> None:
+    assert _app_path("voila/files/logo.svg") == "voila/files/logo.svg"
+    for bad in ("../x", "voila/files/../../etc/passwd", "a/./b", "a\\..\\b"):
+        with pytest.raises(tornado.web.HTTPError):
+            _app_path(bad)
+
+
+def test_voila_runs_standalone_without_sources_or_tracebacks() -> None:
+    argv = voila_argv("/s/app.ipynb", "/services/apps/a/b/", "127.0.2.1", 4000, 2)
+    assert "--VoilaConfiguration.strip_sources=True" in argv
+    assert "--VoilaConfiguration.show_tracebacks=False" in argv
+    assert "--VoilaConfiguration.preheat_kernel=True" in argv
+    assert not any("token" in a.lower() or "secret" in a.lower() for a in argv)
+
+
+async def test_job_answers_only_with_the_secret() -> None:
+    class Hello(tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.write("hello")
+
+    secret = "s" * 43
+    application = tornado.web.Application(guard_handlers([(r"/.*", Hello)], secret))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = application.listen(port, "127.0.0.1")
+    try:
+        client = AsyncHTTPClient()
+        url = f"http://127.0.0.1:{port}/x"
+        assert (await client.fetch(url, raise_error=False)).code == 403
+        wrong = await client.fetch(url, headers={SECRET_HEADER: "s" * 42 + "t"}, raise_error=False)
+        assert wrong.code == 403
+        right = await client.fetch(url, headers={SECRET_HEADER: secret})
+        assert right.code == 200 and right.body == b"hello"
+    finally:
+        server.stop()
+        await asyncio.sleep(0)
+
+
+def test_app_compute_defaults() -> None:
+    settings = AppsSettings(partition="cpu", cpus=1, memory_gb=1, walltime="8:00:00")
+    assert compute_options({}, settings) == {"partition": "cpu", "cpus": 1, "memory_gb": 1,
+                                             "walltime": "480"}
+    assert compute_options({"partition": "debug"}, settings) == {"partition": "debug"}
+
+
+def test_client_finds_the_service_beside_the_hub() -> None:
+    assert service_url_from_hub("http://10.0.0.5:8081/hub/api") == \
+        "http://10.0.0.5:8091/services/apps"
+    assert slug_from_title("Été: wave explorer!") == "ete-wave-explorer"
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def publish(self, notebook: str, **kw: Any) -> dict[str, Any]:
+        self.calls.append(("publish", kw))
+        if kw["title"] == "bad":
+            raise AppsError("refused", {"title": "may use letters"}, 400)
+        return {"owner": "alice", "slug": "wave", "version": 1, "url": "/services/apps/alice/wave/",
+                "audience_text": "groups ml"}
+
+    def rollback(self, owner: str, slug: str) -> dict[str, Any]:
+        self.calls.append(("rollback", (owner, slug)))
+        return {"version": 1}
+
+    def unpublish(self, owner: str, slug: str) -> None:
+        self.calls.append(("unpublish", (owner, slug)))
+
+
+def test_publish_panel_sends_the_form_and_shows_refusals() -> None:
+    client = FakeClient()
+    panel = PublishPanel("slider_app.ipynb", client=client)
+    panel.title.value = "bad"
+    panel.publish()
+    assert "title: may use letters" in panel.status.value and "sf-error" in panel.status.value
+    panel.title.value = "Wave"
+    panel.audience.value = "groups"
+    panel.names.value = "ml, physics"
+    panel.files.value = "logo.svg\ndata.csv"
+    panel.partition.value = "debug"
+    panel.publish_button.click()
+    sent = client.calls[-1][1]
+    assert sent["names"] == ["ml", "physics"] and sent["files"] == ["logo.svg", "data.csv"]
+    assert sent["compute"] == {"cpus": 1, "partition": "debug"}
+    assert "Published v1" in panel.status.value
+    panel.rollback_button.click()
+    panel.unpublish_button.click()
+    assert [c[0] for c in client.calls[-2:]] == ["rollback", "unpublish"]
+    assert panel.last is None

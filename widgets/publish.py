@@ -1,0 +1,123 @@
+"""``PublishPanel``: publish the current notebook as an app, from the notebook itself.
+
+A thin ipywidgets view over :class:`~shopfloor.appclient.AppsClient` (any object with its
+``publish``/``list``/``rollback``/``unpublish`` methods). Every check happens in the apps
+service; the panel shows its refusals field by field and never a traceback::
+
+    from shopfloor.widgets import PublishPanel
+    PublishPanel("slider_app.ipynb")
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as widgets
+
+from shopfloor.appclient import AppsClient, AppsError
+from shopfloor.widgets.common import status_html
+
+AUDIENCES = [
+    ("Only me", "private"), ("Named users", "users"), ("Groups", "groups"),
+    ("Every hub user", "hub"), ("Public (no login, if the site allows)", "public"),
+]
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+class PublishPanel(widgets.VBox):
+    """Title, description, audience, compute and files; Publish / Roll back / Unpublish."""
+
+    def __init__(self, notebook: str, client: Any | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.notebook = notebook
+        self._client = client
+        self.last: dict[str, Any] | None = None
+        self.title = widgets.Text(description="Title", placeholder="Wave explorer")
+        self.description = widgets.Textarea(description="Description")
+        self.slug = widgets.Text(description="URL name", placeholder="(from the title)")
+        self.audience = widgets.Dropdown(options=AUDIENCES, value="private",
+                                         description="Who sees it")
+        self.names = widgets.Text(description="Names",
+                                  placeholder="users or groups, comma-separated")
+        self.partition = widgets.Text(description="Partition", placeholder="(site default)")
+        self.cpus = widgets.BoundedIntText(value=1, min=1, max=256, description="CPUs")
+        self.files = widgets.Textarea(description="Files",
+                                      placeholder="files next to the notebook, one per line")
+        self.publish_button = widgets.Button(description="Publish", button_style="primary")
+        self.rollback_button = widgets.Button(description="Roll back")
+        self.unpublish_button = widgets.Button(description="Unpublish", button_style="danger")
+        self.status = widgets.HTML()
+        self.publish_button.on_click(lambda _: self.publish())
+        self.rollback_button.on_click(lambda _: self.rollback())
+        self.unpublish_button.on_click(lambda _: self.unpublish())
+        self.children = [
+            widgets.HTML(f"<b>Publish {html.escape(notebook)} as an app</b>"),
+            self.title, self.description, self.slug, self.audience, self.names,
+            self.partition, self.cpus, self.files,
+            widgets.HBox([self.publish_button, self.rollback_button, self.unpublish_button]),
+            self.status,
+        ]
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = AppsClient.from_env()
+        return self._client
+
+    def request(self) -> dict[str, Any]:
+        """What the form says, as :meth:`AppsClient.publish` arguments."""
+        compute: dict[str, Any] = {"cpus": self.cpus.value}
+        if self.partition.value.strip():
+            compute["partition"] = self.partition.value.strip()
+        return {
+            "title": self.title.value, "description": self.description.value,
+            "slug": self.slug.value.strip() or None, "audience": self.audience.value,
+            "names": _split(self.names.value), "compute": compute,
+            "files": _split(self.files.value),
+        }
+
+    def _show(self, text: str, kind: str = "info") -> None:
+        self.status.value = status_html(text, kind)
+
+    def _fail(self, exc: AppsError) -> None:
+        lines = [str(exc)] if not exc.problems else [
+            "Please change:", *(f"  {k}: {v}" for k, v in exc.problems.items())]
+        self._show("\n".join(lines), "error")
+
+    def publish(self) -> dict[str, Any] | None:
+        try:
+            self.last = self.client.publish(self.notebook, **self.request())
+        except AppsError as exc:
+            self._fail(exc)
+            return None
+        app = self.last
+        self._show(f"Published v{app['version']} at {app['url']} ({app['audience_text']}).", "ok")
+        return app
+
+    def rollback(self) -> None:
+        if not self.last:
+            self._show("Publish first (or use `shopfloor apps rollback OWNER/APP`).", "error")
+            return
+        try:
+            self.last = {**self.last, **self.client.rollback(self.last["owner"],
+                                                            self.last["slug"])}
+        except AppsError as exc:
+            self._fail(exc)
+            return
+        self._show(f"Now serving v{self.last['version']}.", "ok")
+
+    def unpublish(self) -> None:
+        if not self.last:
+            self._show("Nothing published from this panel yet.", "error")
+            return
+        try:
+            self.client.unpublish(self.last["owner"], self.last["slug"])
+        except AppsError as exc:
+            self._fail(exc)
+            return
+        self._show(f"Unpublished {self.last['owner']}/{self.last['slug']}.", "ok")
+        self.last = None
