@@ -23,6 +23,15 @@ class ShopfloorContext:
     job_watcher: JobWatcher
     _addresses: dict[str, tuple[float, str]] = field(default_factory=dict)
 
+    def __deepcopy__(self, memo: dict[int, object]) -> ShopfloorContext:
+        """The context itself, never a copy: it is shared by design.
+
+        traitlets deep-copies every config value into each configurable, so without this
+        each spawner would get its own job watcher and run its own ``squeue`` (measured by
+        ``benchmarks/scale.py``: one call per server per poll instead of one for all).
+        """
+        return self
+
     @classmethod
     def from_site(cls, site: SiteConfig, slurm: Slurm | None = None) -> ShopfloorContext:
         slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir)
