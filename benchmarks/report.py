@@ -3,7 +3,8 @@
 A benchmark measures one or more *arms* (for example "our spawner" and "stock batchspawner"),
 each a list of :class:`RunResult`. :func:`summarize` turns an arm into the JSON block every
 benchmark uses (per-run detail, the successful times, median, p90, failures),
-:func:`ratio` compares two medians, :func:`format_table` renders the arms for people and
+:func:`ratio` compares two medians, :func:`format_table` renders the arms for people
+(:func:`format_grid` any table of metrics) and
 :func:`emit` prints both (JSON on stdout, the table on stderr; or the table on stdout).
 """
 
@@ -123,6 +124,27 @@ def format_table(
         cells = [row[0].ljust(widths[0])]
         cells += [cell.rjust(width) for cell, width in zip(row[1:-1], widths[1:], strict=True)]
         lines.append("  ".join([*cells, row[-1]]))
+    lines += footer
+    return "\n".join(lines) + "\n"
+
+
+def format_grid(
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    footer: Sequence[str] = (),
+) -> str:
+    """A fixed-width table of text cells (first column left-aligned, the others right).
+
+    For benchmarks whose rows are metrics rather than runs (see ``benchmarks.scale``).
+    """
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [title]
+    for row in table:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
     lines += footer
     return "\n".join(lines) + "\n"
 

@@ -233,10 +233,18 @@ class ShopfloorSpawner(SlurmSpawner):
         return plain, secret
 
     def job_command(self) -> list[str]:
-        bin_dir = os.path.dirname(self.python)
+        """Our launcher (:mod:`shopfloor.extensions.singleuser`), then the server to run.
+
+        The server is JupyterHub's ``Spawner.cmd`` (``['jupyterhub-singleuser']`` unless the
+        admin configured another program); a bare program name is looked up in the job's
+        Python environment, next to :attr:`python`.
+        """
+        server, *server_args = self.cmd or ["jupyterhub-singleuser"]
+        if not os.path.isabs(server):
+            server = os.path.join(os.path.dirname(self.python), server)
         return [
             self.python, "-m", "shopfloor.extensions.singleuser",
-            os.path.join(bin_dir, "jupyterhub-singleuser"), *self.get_args(),
+            server, *server_args, *self.get_args(),
         ]
 
     def build_job_script(self, request: ResourceRequest) -> tuple[str, dict[str, str]]:

@@ -30,6 +30,9 @@ FIELDS = (
     "partition", "nodes", "cpus", "memory_gb", "gpus", "walltime", "account", "qos",
     "reservation",
 )
+#: Least memory (GiB) one job may ask for: 10 MiB, enough for a tiny service; partitions set
+#: the upper bound. (benchmarks/scale.py runs 300 stand-in sessions of 11 MB each.)
+MIN_MEMORY_GB = 0.01
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_TEXT = 64
 
@@ -321,7 +324,7 @@ class RequestPolicy:
 
         check("nodes", nodes, 1, lim.max_nodes)
         check("cpus", cpus, 1, lim.max_cpus)
-        check("memory_gb", memory, 0.1, lim.max_memory_gb, " GiB")
+        check("memory_gb", memory, MIN_MEMORY_GB, lim.max_memory_gb, " GiB")
         check("gpus", gpus, 0, lim.max_gpus)
         if walltime < 1 or walltime > lim.max_walltime_minutes:
             problems["walltime"] = (

@@ -136,6 +136,16 @@ def test_huge_values_are_refused_with_the_limit() -> None:
     assert err.value.problems["nodes"] == "the cpu partition allows 1 to 2; you asked for 50"
 
 
+def test_memory_floor_is_ten_mebibytes() -> None:
+    req = POLICY.validate({"memory_gb": "0.01"}, BOB, live())
+    assert (req.memory_gb, req.memory_mb) == (0.01, 11)
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"memory_gb": "0.005"}, BOB, live())
+    assert err.value.problems["memory_gb"] == (
+        "the cpu partition allows 0.01 to 3.90625 GiB; you asked for 0.005 GiB"
+    )
+
+
 def test_partition_groups_are_enforced() -> None:
     with pytest.raises(RequestError) as err:
         POLICY.validate({"partition": "gpu"}, BOB, live())
