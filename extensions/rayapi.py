@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from jupyterhub.apihandlers import default_handlers
+
 from shopfloor.extensions.api import _ShopfloorHandler
 
 

@@ -528,6 +528,14 @@ class RayCluster:
         while time.monotonic() < deadline and any(not j.is_finished for j in self.jobs()):
             time.sleep(0.25)
 
+    def forget(self) -> None:
+        """Delete the state folder (token included) of a stopped cluster."""
+        if any(not j.is_finished for j in self.jobs()):
+            raise RayClusterError(f"{self.name!r} is still running; stop it first")
+        import shutil
+
+        shutil.rmtree(self.directory, ignore_errors=True)
+
 
 def list_clusters(
     settings: RaySettings | None = None, slurm: Slurm | None = None, root: Path | None = None

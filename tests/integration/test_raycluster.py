@@ -104,9 +104,11 @@ print(json.dumps({{"status": c.status().message, "phase": c.status().phase,
         stopped = as_user("alice", f"""
 c = RayCluster({name!r})
 c.stop()
-print(json.dumps({{"phase": c.status().phase}}))
+phase = c.status().phase
+c.forget()
+print(json.dumps({{"phase": phase, "kept": c.directory.exists()}}))
 """)
-        assert stopped["phase"] == "stopped"
+        assert stopped["phase"] == "stopped" and not stopped["kept"]
         wait_gone(jobs)
         deadline = time.monotonic() + 10
         while any(leftovers("alice", jobs)) and time.monotonic() < deadline:
@@ -133,7 +135,7 @@ print(json.dumps({{"name": c.name, "dir": str(c.directory), "token_file": str(c.
     try:
         yield info
     finally:
-        as_user("alice", f"RayCluster({name!r}).stop()\nprint('{{}}')")
+        as_user("alice", f"c = RayCluster({name!r})\nc.stop()\nc.forget()\nprint('{{}}')")
         run(["scancel", info["job"]])
 
 
