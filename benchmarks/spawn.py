@@ -686,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     password = password_for(args.user, args.credentials)
     started = datetime.now()
     state_dir = Path(tempfile.mkdtemp(prefix="shopfloor-bench-spawn-", dir="/tmp"))
+    # Traversable, not listable: our hub's apps service keeps its store beside the hub's
+    # (private) state folder and refuses to start unless app owners can reach it.
+    state_dir.chmod(0o711)
     context: dict[str, Any] = {"active_jobs_on_cluster_at_start": active_job_count()}
     arms = make_arms(args, state_dir)
     interrupted = hub_failed = False
