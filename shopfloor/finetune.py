@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -526,7 +527,9 @@ class FineTuneJob:
     def _claim_run_dir(self) -> None:
         """Write recipe.json; a run of the same name must have the same recipe to resume."""
         path = self.run_dir / RECIPE_FILE
-        mine = self.recipe.to_json()
+        # Folders written out in full: a Ray job on a cluster must find the same ones.
+        mine = {**self.recipe.to_json(), "runs_dir": str(self.run_dir.parent),
+                "catalog_dir": str(ModelCatalog(self.recipe.catalog_dir).root)}
         if path.exists():
             theirs = json.loads(path.read_text())
             changed = sorted(k for k in mine if k not in {"workers", "max_failures"}
@@ -592,12 +595,51 @@ class FineTuneJob:
         self.result = FineTuneResult(recipe, self.run_dir, metrics)
         return self.result
 
-    def start(self) -> threading.Thread:
-        """Run in a background thread (for notebooks); see :meth:`wait`."""
+    def submit(self, cluster: Any) -> str:
+        """Run as a Ray job on a Shopfloor Ray cluster (:class:`shopfloor.raycluster.RayCluster`).
+
+        Checks first (no compute spent on bad input), writes ``recipe.json`` to the run folder
+        and submits ``python -m shopfloor.finetune run <recipe.json>``; returns the job id.
+        Progress arrives through the run folder, which the cluster's nodes share with this
+        session; :meth:`wait_submitted` follows it to the end.
+        """
+        self.check()
+        self._claim_run_dir()
+        entrypoint = (f"{shlex.quote(sys.executable)} -m shopfloor.finetune run "
+                      f"{shlex.quote(str(self.run_dir / RECIPE_FILE))}")
+        return str(cluster.submit(entrypoint))
+
+    def wait_submitted(self, cluster: Any, job_id: str, timeout: float = 24 * 3600,
+                       poll: float = 1.0) -> FineTuneResult:
+        """Follow a submitted run's progress until its Ray job ends; returns its result."""
+        watcher = ProgressWatcher(self.run_dir / "progress.jsonl", self._on_event)
+        watcher.offset = 0
+        self.progress = Progress(phase="starting", message=f"Ray job {job_id} submitted")
+        watcher.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while (status := cluster.job_status(job_id)) not in {"SUCCEEDED", "FAILED",
+                                                                  "STOPPED"}:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Ray job {job_id} still {status} after {timeout} s")
+                time.sleep(poll)
+        finally:
+            watcher.stop()
+        if status != "SUCCEEDED":
+            self.progress.phase = "failed"
+            self.progress.message = f"the Ray job {job_id} ended {status}; see its logs"
+            self._notify()
+            raise RecipeError({"compute": self.progress.message})
+        metrics = json.loads((self.run_dir / "metrics.json").read_text())
+        self.result = FineTuneResult(self.recipe, self.run_dir, metrics)
+        return self.result
+
+    def start(self, work: Callable[[], FineTuneResult] | None = None) -> threading.Thread:
+        """Run (or ``work``) in a background thread (for notebooks); see :meth:`wait`."""
 
         def target() -> None:
             try:
-                self.run()
+                (work or self.run)()
             except Exception as exc:  # kept for wait() and shown by the wizard
                 self.error = exc
 

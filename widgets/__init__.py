@@ -4,7 +4,8 @@ Each panel is a thin view over a plain object usable from code (see each module)
 """
 
 from shopfloor.widgets.compute import ComputePanel
+from shopfloor.widgets.finetune_wizard import FineTuneWizard
 from shopfloor.widgets.publish import PublishPanel
 from shopfloor.widgets.raypanel import RayClusterPanel
 
-__all__ = ["ComputePanel", "PublishPanel", "RayClusterPanel"]
+__all__ = ["ComputePanel", "FineTuneWizard", "PublishPanel", "RayClusterPanel"]
