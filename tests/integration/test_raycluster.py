@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import RunningHub
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -246,3 +247,17 @@ def test_dashboard_through_alices_server_adds_the_token_and_reaches_only_her_hea
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.mark.hub
+def test_hub_serves_the_sites_ray_settings_to_its_users(hub: RunningHub) -> None:
+    import requests
+
+    alice = hub.client("alice")
+    resp = alice.api("GET", "/shopfloor/ray", token=alice.token())
+    assert resp.status_code == 200, resp.text
+    settings = resp.json()
+    assert settings["idle_timeout_minutes"] == 30 and settings["temp_root"] == "/tmp"
+    assert settings["state_dir"] == "{home}/.shopfloor/ray"
+    anonymous = requests.get(f"{hub.url}/hub/api/shopfloor/ray", timeout=10)
+    assert anonymous.status_code == 403
