@@ -145,10 +145,11 @@ def run_status(
     reported = progress.get("state")
     if reported == "completed":
         return RunStatus("completed", cell, cells)
-    if reported == "failed":
-        return RunStatus("failed", cell, cells, str(progress.get("error", "")))
+    # Before "failed": cancelling kills the kernel, and the job may report that first.
     if cancel_requested or (job is not None and job.state == "CANCELLED"):
         return RunStatus("cancelled", cell, cells, "cancelled on request")
+    if reported == "failed":
+        return RunStatus("failed", cell, cells, str(progress.get("error", "")))
     if job is not None and job.is_pending:
         return RunStatus("queued", message=f"waiting in the queue ({job.reason})")
     if job is not None and job.is_running:

@@ -16,6 +16,7 @@ method of ``panel.compute`` for use from code.
 from __future__ import annotations
 
 import html
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -141,6 +142,8 @@ class ComputePanel(w.VBox):
         self.add_class("sf-compute-panel")
         self.refresh_seconds = refresh_seconds
         self._refresh_failed = False
+        #: The session this panel's kernel runs in (None outside a session): not stoppable here.
+        self.own_session: str | None = os.environ.get("JUPYTERHUB_SERVER_NAME")
         self._lock = threading.RLock()
         self.status = w.HTML()
         self.status.add_class("sf-status")
@@ -248,7 +251,10 @@ class ComputePanel(w.VBox):
         if session.state == "running":
             actions.append(w.HTML(f'<a href="{html.escape(session.url)}" target="_blank">'
                                   "Open</a>", layout=w.Layout(width="50px")))
-        if session.state in {"running", "starting"}:
+        # Stopping the session this panel runs in would end the panel too.
+        if session.name == self.own_session:
+            actions.append(w.HTML("<i>this session</i>"))
+        elif session.state in {"running", "starting"}:
             actions.append(self._button("Stop", "sf-stop",
                                         lambda name=session.name: self.stop_session(name)))
         row = w.HBox([

@@ -225,6 +225,9 @@ def test_run_status_combines_slurm_and_progress() -> None:
     assert failed.state == "failed" and "ZeroDivisionError" in failed.message
     assert run_status(job("CANCELLED"), running, False).state == "cancelled"
     assert run_status(None, running, True).state == "cancelled"
+    # Cancelling kills the kernel: the job may still report "failed" on its way out.
+    assert run_status(None, {"state": "failed", "error": "DeadKernelError"}, True).state == \
+        "cancelled"
     assert "walltime" in run_status(job("TIMEOUT"), running, False).message
     assert "ended before the notebook finished" in run_status(None, running, False).message
 

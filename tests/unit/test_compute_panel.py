@@ -82,6 +82,14 @@ def test_start_list_and_stop_a_session(panel: ComputePanel, fake: FakeHub) -> No
     panel.refresh()
     [row] = rows_of(panel.session_box, "sf-session")
     assert 'href="/user/alice/work/"' in text_of(row) and "running" in text_of(row)
+    panel.own_session = "work"  # as if the panel ran in it ($JUPYTERHUB_SERVER_NAME)
+    panel._render_sessions()
+    [row] = rows_of(panel.session_box, "sf-session")
+    assert "this session" in text_of(row) and not [
+        c for c in row.children if isinstance(c, w.Button)]
+    panel.own_session = ""
+    panel._render_sessions()
+    [row] = rows_of(panel.session_box, "sf-session")
     button(row, "sf-stop").click()
     assert "work" not in fake.servers and "Stopping session work" in panel.status.value
     assert not rows_of(panel.session_box, "sf-session")
