@@ -363,3 +363,54 @@ def iter_progress(path: Path, offset: int = 0) -> Iterator[tuple[int, dict[str, 
                 yield offset, json.loads(line)
     except FileNotFoundError:
         return
+
+
+def timed_steps(config: dict[str, Any], rank: int, world: int,
+                device: torch.device) -> dict[str, Any]:
+    """Time ``config["steps"]`` training steps of the recipe's model on this worker.
+
+    The measurement ``benchmarks/finetune.py`` makes under Ray Train and under ``torchrun``
+    alike: the same :class:`Trainee` and batches, two untimed warm-up steps, barriers around
+    the timed part. Returns this worker's seconds, throughput and peak resident memory.
+    """
+    import resource
+
+    import torch.distributed as dist
+
+    torch.manual_seed(int(config["seed"]))
+    trainee = Trainee(config, device, world)
+    train, batch_size = config["train"], int(config["batch_size"])
+    batches = [b for epoch in range(1000)
+               for b in epoch_batches(len(train["texts"]), batch_size, epoch,
+                                      int(config["seed"]), rank, world)]
+    steps, warmup = int(config["steps"]), 2
+
+    def barrier() -> None:
+        if world > 1:
+            dist.barrier()
+
+    for i in range(warmup):
+        trainee.train_step(trainee.encode(batches[i], train))
+    barrier()
+    started = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        trainee.train_step(trainee.encode(batches[i], train))
+    barrier()
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rank": rank, "world": world, "steps": steps, "loop_seconds": seconds,
+            "samples_per_s": steps * batch_size * world / seconds,
+            "peak_rss_mb": peak_kib / 1024}
+
+
+def timed_steps_per_worker(config: dict[str, Any]) -> None:
+    """:func:`timed_steps` as a Ray Train worker function; writes ``ray-rank<r>.json``."""
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    result = timed_steps(config, rank, world, ray.train.torch.get_device())
+    Path(config["out_dir"], f"ray-rank{rank}.json").write_text(json.dumps(result))
+    ray.train.report({"loop_seconds": result["loop_seconds"]})
