@@ -35,6 +35,7 @@ from shopfloor.finetune import (
     Progress,
     Recipe,
     RecipeError,
+    my_models_dir,
     read_examples,
     runs_dir,
 )
@@ -100,16 +101,19 @@ class FineTuneWizard(w.VBox):
     """The guided fine-tuning wizard. See the module docstring.
 
     ``catalog``: the model catalog (default: the site's); ``runs``: where runs and uploads go
-    (default ``~/shopfloor-runs``); ``clusters``: returns the Ray clusters to offer as
+    (default ``~/shopfloor-runs``); ``my_models``: where "save" puts models (default
+    ``~/shopfloor-models``); ``clusters``: returns the Ray clusters to offer as
     compute (default: the user's ready Shopfloor Ray clusters); ``job_factory`` makes the
     :class:`FineTuneJob` (code may pass a subclass).
     """
 
     def __init__(self, *, catalog: ModelCatalog | None = None, runs: Path | None = None,
+                 my_models: Path | None = None,
                  clusters: Callable[[], list[Any]] | None = None,
                  job_factory: Callable[..., FineTuneJob] = FineTuneJob) -> None:
         self.catalog = catalog or ModelCatalog()
         self.runs = Path(runs) if runs else runs_dir()
+        self.my_models = Path(my_models) if my_models else my_models_dir()
         self.clusters = clusters or ready_ray_clusters
         self.job_factory = job_factory
         self.step = STEPS[0]
@@ -500,7 +504,7 @@ class FineTuneWizard(w.VBox):
 
     def save(self) -> Path:
         """Copy the model to "my models" and explain how to publish it."""
-        folder = self._need_result().save_as(self.save_name.value.strip())
+        folder = self._need_result().save_as(self.save_name.value.strip(), self.my_models)
         self.saved.value = (
             f"Saved to <code>{html.escape(str(folder))}</code>. To let colleagues use it, "
             "publish a notebook that loads it (<code>FineTunedModel(folder, task)</code>) as "

@@ -61,6 +61,7 @@ def wizard(tmp_path: Path) -> FineTuneWizard:
         "name": "enc", "task": "classification", "licence": "MIT",
         "description": "a small encoder for short texts", "parameters": 1000}))
     return FineTuneWizard(catalog=ModelCatalog(folder.parent), runs=tmp_path / "runs",
+                          my_models=tmp_path / "my-models",
                           clusters=lambda: [], job_factory=ReplayJob)
 
 
@@ -144,6 +145,7 @@ def test_wizard_step_by_step(wizard: FineTuneWizard, tmp_path: Path) -> None:
     wizard.save_name.value = "bakery-reviews"
     saved: list[Any] = []
     assert wizard.attempt(lambda: saved.append(wizard.save()))
+    assert saved[0] == tmp_path / "my-models" / "bakery-reviews"
     assert (saved[0] / "shopfloor-model.json").is_file()
     assert "publish" in wizard.saved.value
     assert not wizard.attempt(wizard.save) and "exists already" in wizard.message
