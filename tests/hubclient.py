@@ -73,9 +73,12 @@ class HubClient:
             time.sleep(0.25)
         raise AssertionError(f"server {server!r} not ready in {timeout} s: {model}")
 
-    def stop(self, server: str = "", timeout: float = 60) -> None:
-        path = f"/users/{self.user}/servers/{server}" if server else f"/users/{self.user}/server"
-        self.api("DELETE", path)
+    def stop(self, server: str = "", timeout: float = 60, remove: bool = True) -> None:
+        """Stop a server; named servers are also removed (they count towards the hub's limit)."""
+        if server:
+            self.api("DELETE", f"/users/{self.user}/servers/{server}", json={"remove": remove})
+        else:
+            self.api("DELETE", f"/users/{self.user}/server")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.server_model(server) is None:
