@@ -101,7 +101,7 @@ def service_login(client: HubClient) -> None:
 
 
 def wait_app_ready(client: HubClient | requests.Session, base: str, key: str,
-                   timeout: float = 90) -> requests.Response:
+                   timeout: float = 180) -> requests.Response:
     """Open the app's page until it serves the app (the first visit starts its job)."""
     http = client.http if isinstance(client, HubClient) else client
     deadline = time.monotonic() + timeout

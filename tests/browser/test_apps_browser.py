@@ -18,7 +18,7 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 
 @pytest.fixture(scope="module")
 def ahub(local_cluster: object, passwords: dict[str, str]) -> Iterator[RunningHub]:
-    with apps_hub(passwords, idle_stop_minutes=10, partition="debug",
+    with apps_hub(passwords, idle_stop_minutes=10, partition="cpu",
                   walltime="0:20:00") as hub:
         share_group(hub, ["bob"])
         yield hub

@@ -33,7 +33,7 @@ IDLE_MINUTES = 0.25
 @pytest.fixture(scope="module")
 def ahub(local_cluster: object, passwords: dict[str, str]) -> Iterator[RunningHub]:
     with apps_hub(passwords, idle_stop_minutes=IDLE_MINUTES, allow_public=True,
-                  partition="debug", walltime="0:20:00") as hub:
+                  partition="cpu", walltime="0:20:00") as hub:
         share_group(hub, ["bob"])
         yield hub
 
@@ -85,7 +85,7 @@ def test_publish_share_open_republish_rollback_cli(ahub: RunningHub, notebook: P
     page = wait_app_ready(bob, ahub.url, "alice/wave")
     assert "jupyter-widgets" in page.text.lower() and "wave_svg(" not in page.text  # stripped
     jobs = app_jobs("alice/wave")
-    assert len(jobs) == 1 and jobs[0]["user"] == "alice" and jobs[0]["partition"] == "debug"
+    assert len(jobs) == 1 and jobs[0]["user"] == "alice" and jobs[0]["partition"] == "cpu"
 
     env = {**os.environ, "JUPYTERHUB_API_TOKEN": token,
            "SHOPFLOOR_APPS_URL": f"{ahub.url}/services/apps"}
