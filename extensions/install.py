@@ -101,6 +101,11 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
 
     install_apps(c, site, site_source)
 
+    from shopfloor.extensions.workshop_hub import install_workshops
+
+    # Workshops: the workshop service, trainer roles, participants' defaults and material.
+    install_workshops(c, site, site_source)
+
     from shopfloor.extensions.reattach import detach_unstarted_servers, schedule_reattach
 
     detach_unstarted_servers(c.JupyterHub.db_url)

@@ -239,6 +239,67 @@ class ModelSettings(_Strict):
     )
 
 
+class WorkshopSettings(_Strict):
+    """Workshops run by trainers (``workshop`` hub service, :mod:`shopfloor.workshop`)."""
+
+    creators: list[Name] = Field(
+        default_factory=list,
+        description="Users who may create workshops (hub admins always may).",
+    )
+    creator_groups: list[Name] = Field(
+        default_factory=list, description="Unix/hub groups whose members may create workshops."
+    )
+    partitions: list[Name] = Field(
+        default_factory=list,
+        description="Partitions a workshop may reserve compute on; empty means any partition "
+        "listed in this file.",
+    )
+    max_nodes: int = Field(
+        2, ge=0, description="Most whole nodes one workshop's Slurm reservation may hold."
+    )
+    max_cores: int = Field(
+        8, ge=0, description="Most cores one workshop's Slurm reservation may hold "
+        "(reservations by cores leave the rest of the nodes to other users).",
+    )
+    max_hours: float = Field(
+        8, gt=0, le=24 * 14, description="Longest workshop (and reservation), in hours."
+    )
+    max_capacity: int = Field(
+        60, ge=1, le=1000, description="Most participants one workshop may have."
+    )
+    participant_group: Name = Field(
+        "workshop",
+        description="Hub group every participant joins, so that `group_limits` for it cap "
+        "each participant's sessions (e.g. 1 CPU, 1 GiB).",
+    )
+    stuck_minutes: float = Field(
+        10, gt=0, le=24 * 60,
+        description="Minutes without a new checkpoint after which the trainer panel shows a "
+        "participant as stuck (a failed last check counts at once).",
+    )
+    join_failures_per_minute: int = Field(
+        10, ge=1, le=1000,
+        description="Wrong workshop codes one address may try per minute before the join page "
+        "refuses it for a minute.",
+    )
+    export_dir: str = Field(
+        "{home}/workshop-exports",
+        description="Where the end of a workshop puts each participant's archive and the "
+        "progress table (a sub-folder per workshop); {home} and {user} are those of the "
+        "trainer who ends it. Written as that trainer.",
+    )
+    state_dir: str = Field(
+        "",
+        description="Folder of the workshop service's database (root only); empty means a "
+        "'workshops' folder inside hub.state_dir.",
+    )
+    service_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="Port of the workshop service on the hub's internal address; empty means "
+        "the hub API port + 12 (sessions are told the URL).",
+    )
+
+
 class SiteConfig(_Strict):
     """A whole site file."""
 
@@ -264,6 +325,10 @@ class SiteConfig(_Strict):
     )
     apps: AppsSettings = Field(
         default_factory=AppsSettings, description="Published notebook apps (Voila on Slurm)."
+    )
+    workshops: WorkshopSettings = Field(
+        default_factory=WorkshopSettings,
+        description="Workshops: who may create them, reservation limits, participant caps.",
     )
 
     @model_validator(mode="after")
@@ -332,6 +397,7 @@ __all__ = [
     "SiteConfig",
     "SiteConfigError",
     "SlurmSettings",
+    "WorkshopSettings",
     "format_minutes",
     "load_site",
     "parse_site",

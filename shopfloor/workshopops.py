@@ -1,0 +1,222 @@
+"""The privileged steps of a workshop: Unix accounts, the Slurm reservation, material, exports.
+
+Run by the ``workshop`` service and the hub (both root). Anything that writes into a user's
+home runs *as that user* (``sudo -n -u``), so a trainer's or participant's symlinks cannot
+steer root's writes. Scheduler commands go through :class:`shopfloor.slurm.Slurm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import secrets
+import shlex
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.workshopdb import GIT_URL, WorkshopSpec, reservation_name
+
+log = logging.getLogger("shopfloor.workshop")
+_SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
+
+
+class OperationError(RuntimeError):
+    """A system command failed; ``str()`` says what and how it failed (for admins' logs)."""
+
+
+async def run(cmd: Sequence[str], *, stdin: bytes | None = None, timeout: float = 120,
+              what: str = "") -> bytes:
+    """Run a command; return stdout or raise :class:`OperationError` with its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise OperationError(f"{what or cmd[0]}: timed out after {timeout:.0f} s") from None
+    if proc.returncode:
+        raise OperationError(
+            f"{what or cmd[0]} failed ({shlex.join(cmd)} exited {proc.returncode}): "
+            f"{err.decode(errors='replace').strip()[-500:]}")
+    return out
+
+
+def as_user(user: str, *cmd: str) -> list[str]:
+    return ["sudo", "-n", "-u", user, "--", *cmd]
+
+
+def unix_user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def home_of(name: str) -> str:
+    return pwd.getpwnam(name).pw_dir
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(9)
+
+
+async def create_account(username: str) -> str:
+    """Create the Unix account (private home) and return its generated password."""
+    if unix_user_exists(username):
+        raise OperationError(f"the Unix account {username} already exists")
+    await run(["useradd", "--create-home", "--shell", "/bin/bash", username], what="useradd")
+    os.chmod(home_of(username), 0o700)
+    password = new_password()
+    await run(["chpasswd"], stdin=f"{username}:{password}\n".encode(), what="chpasswd")
+    return password
+
+
+async def disable_account(username: str) -> None:
+    """Lock the password and expire the account; the home folder stays."""
+    if unix_user_exists(username):
+        await run(["usermod", "--lock", "--expiredate", "1", username], what="usermod")
+
+
+async def delete_account(username: str) -> None:
+    """Remove the Unix account and its home (after its work was exported)."""
+    if unix_user_exists(username):
+        await run(["userdel", "--remove", "--force", username], what="userdel")
+
+
+# -- the reservation ------------------------------------------------------------------------
+
+
+async def create_reservation(slurm: Slurm, spec: WorkshopSpec, users: Sequence[str]) -> str:
+    """``scontrol create reservation`` for the workshop window; returns its name.
+
+    ``IGNORE_JOBS``: jobs already running on the chosen nodes do not block the reservation
+    (they end by their walltime); by cores (``CoreCnt``) the rest of a node stays shared.
+    """
+    name = reservation_name(spec.name)
+    size = f"CoreCnt={spec.cores}" if spec.cores else f"NodeCnt={spec.nodes}"
+    start = "now" if spec.start <= datetime.now() else spec.start.strftime(_SLURM_TIME)
+    await slurm.run([
+        "scontrol", "create", "reservation", f"ReservationName={name}", f"StartTime={start}",
+        f"EndTime={spec.end.strftime(_SLURM_TIME)}", f"PartitionName={spec.partition}", size,
+        f"Users={','.join(users)}", "Flags=IGNORE_JOBS",
+    ])
+    return name
+
+
+async def add_reservation_user(slurm: Slurm, reservation: str, username: str) -> None:
+    await slurm.run(["scontrol", "update", f"ReservationName={reservation}",
+                     f"Users+={username}"])
+
+
+async def delete_reservation(slurm: Slurm, reservation: str) -> None:
+    """Release the reservation; one that is already gone counts as released."""
+    try:
+        await slurm.run(["scontrol", "delete", f"ReservationName={reservation}"])
+    except SlurmError as exc:
+        if "invalid" not in exc.stderr.lower() and "not found" not in exc.stderr.lower():
+            raise
+
+
+async def cancel_jobs(slurm: Slurm, username: str, wait: float = 20) -> None:
+    """Cancel every job of ``username`` and wait until Slurm lists none."""
+    await slurm.run(["scancel", "-u", username])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while loop.time() < deadline:
+        jobs = await slurm.squeue(user=username)
+        if not [j for j in jobs.values() if not j.is_finished]:
+            return
+        await asyncio.sleep(0.5)
+
+
+# -- material -------------------------------------------------------------------------------
+
+
+async def place_material(username: str, source: str, folder: str) -> bool:
+    """Copy (or ``git clone``) ``source`` into ``~/<folder>`` as the user, once.
+
+    Returns False when the folder was already there (an earlier start placed it, or the
+    participant made their own): nothing is overwritten.
+    """
+    dest = Path(home_of(username)) / folder
+    if dest.exists():
+        return False
+    tmp = f"{dest}.partial"
+    if GIT_URL.match(source):
+        fetch = ["git", "clone", "--quiet", "--depth", "1", "--", source, tmp]
+    else:
+        fetch = ["cp", "-r", "--no-preserve=ownership", "--", source.rstrip("/") + "/.", tmp]
+    script = ('test -e "$1" && exit 0; rm -rf -- "$2"; mkdir -p -- "$2" && "${@:3}" && '
+              'mv -- "$2" "$1"')
+    await run(as_user(username, "bash", "-c", script, "place", str(dest), tmp, *fetch),
+              timeout=120, what=f"placing material for {username}")
+    return True
+
+
+# -- exports --------------------------------------------------------------------------------
+
+
+async def write_as(user: str, path: Path, data_cmd: Sequence[str] | None = None,
+                   data: bytes | None = None) -> None:
+    """Write ``data`` (or the stdout of ``data_cmd``, run as root) to ``path`` as ``user``.
+
+    Written to ``path.part`` first and renamed, so an interrupted export leaves no archive
+    that looks complete.
+    """
+    script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && mv -f -- "$1.part" "$1"'
+    writer = as_user(user, "bash", "-c", script, "write", str(path))
+    if data_cmd is None:
+        await run(writer, stdin=data or b"", what=f"writing {path}")
+        return
+    read_fd, write_fd = os.pipe()
+    producer = await asyncio.create_subprocess_exec(
+        *data_cmd, stdout=write_fd, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL)
+    os.close(write_fd)
+    consumer = await asyncio.create_subprocess_exec(
+        *writer, stdin=read_fd, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    os.close(read_fd)
+    (_, perr), (_, cerr) = await asyncio.gather(producer.communicate(), consumer.communicate())
+    # tar exits 1 when files changed while it read them (a running session): still an archive.
+    if producer.returncode not in (0, 1) or consumer.returncode:
+        raise OperationError(
+            f"exporting to {path} failed: {(perr or cerr).decode(errors='replace')[-300:]}")
+
+
+async def export_home(username: str, trainer: str, target: Path) -> Path:
+    """A ``.tar.gz`` of the participant's home (caches left out), written as the trainer."""
+    home = Path(home_of(username))
+    archive = target / f"{username}.tar.gz"
+    await write_as(trainer, archive, data_cmd=[
+        "tar", "--create", "--gzip", "--file", "-", "--exclude", f"{home.name}/.cache",
+        "--exclude", f"{home.name}/.local/share/jupyter/runtime", "--warning=no-file-changed",
+        "-C", str(home.parent), home.name,
+    ])
+    return archive
+
+
+__all__ = [
+    "OperationError",
+    "add_reservation_user",
+    "cancel_jobs",
+    "create_account",
+    "create_reservation",
+    "delete_account",
+    "delete_reservation",
+    "disable_account",
+    "export_home",
+    "place_material",
+    "write_as",
+]
