@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json-out", help="also write the JSON here")
     parser.add_argument("--table", action="store_true", help="table on stdout, not JSON")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary folder (catalog, checkpoints, worker JSON)")
     parser.add_argument("--torchrun-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torchrun_worker:
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             arms["torchrun_e2e"].append(e2e)
     finally:
         ray.shutdown()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     labels = {"ray_loop": "Ray Train: timed steps", "torchrun_loop": "torchrun DDP: timed steps",
               "ray_e2e": "Ray Train: fit() end to end", "torchrun_e2e": "torchrun: end to end"}
     blocks = {k: summarize(labels[k], v) for k, v in arms.items()}
