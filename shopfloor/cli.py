@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     from shopfloor.appcli import add_apps_parser
 
     add_apps_parser(sub)
+
+    from shopfloor.workshopcli import add_workshop_parser
+
+    add_workshop_parser(sub)
     return parser
 
 
