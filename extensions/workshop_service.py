@@ -178,6 +178,8 @@ class Workshops:
 
     def describe(self, workshop: Workshop, *, with_code: bool) -> dict[str, Any]:
         data = asdict(workshop) if with_code else workshop.public()
+        if with_code:
+            data["code"] = f"{workshop.code[:4]}-{workshop.code[4:]}"
         data.update(
             group=workshop.group, spawn_url=self.spawn_url(workshop),
             join_url=f"{self.public_url}{PREFIX}/join",
