@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pwd
+import shutil
 import subprocess
 import tempfile
 import time
@@ -70,6 +71,7 @@ def cleanup(workshop: str, hub: RunningHub | None = None) -> None:
                        check=False)
     subprocess.run(["scontrol", "delete", f"ReservationName=ws-{workshop}"],
                    capture_output=True, check=False)
+    shutil.rmtree(f"/home/trainer/workshop-exports/{workshop}", ignore_errors=True)
     if hub is not None:
         admin = hub.client("admin")
         for user in admin.api("GET", "/users").json():
