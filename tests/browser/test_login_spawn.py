@@ -29,6 +29,8 @@ def test_login_pick_partition_jupyterlab(hub: RunningHub, page, artifacts: Path)
     try:
         page.wait_for_url("**/user/alice/lab**", timeout=120_000)
         page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+        # A fresh workspace: other tests may have left notebooks open in alice's layout.
+        page.goto(f"{hub.url}/user/alice/lab?reset")
         page.wait_for_selector(".jp-LauncherCard", timeout=60_000)
         page.screenshot(path=str(artifacts / "jupyterlab.png"))
         jobs = [j for j in squeue_jobs("alice") if j["name"] == "shopfloor-alice-default"]
