@@ -31,9 +31,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_detach_returns_once_the_hub_answers(tmp_path: Path, local_cluster) -> None:  # type: ignore[no-untyped-def]
     site_file = write_test_site(tmp_path)
     data = yaml.safe_load(site_file.read_text())
-    # Ports next to the test hub's, so both can run.
+    # Ports of their own (services sit at hub API port + 10 and + 12), so both hubs can run.
     for i, key in enumerate(("bind_url", "hub_bind_url", "proxy_api_url")):
-        data["hub"][key] = f"http://127.0.0.1:{PORT_BASE + 10 + i}"
+        data["hub"][key] = f"http://127.0.0.1:{PORT_BASE + 40 + i}"
     site_file.write_text(yaml.safe_dump(data, sort_keys=False))
     site = load_site(site_file)
     try:
