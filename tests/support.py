@@ -58,3 +58,15 @@ def squeue_jobs(user: str) -> list[dict[str, str]]:
     ).stdout
     keys = ("id", "state", "user", "nodes", "name", "partition")
     return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines()]
+
+
+def fill_debug_partition() -> str:
+    """Submit (as bob) a job that takes every CPU of the debug node; returns its job id.
+
+    Sessions asked for on debug then wait with reason Resources. Cancel it with scancel.
+    """
+    return subprocess.run(
+        ["sudo", "-u", "bob", "sbatch", "--parsable", "-p", "debug", "-c", "4", "-t", "5",
+         "-o", "/dev/null", "--wrap", "sleep 300"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()

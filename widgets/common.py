@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from shopfloor.resources import RequestError
@@ -52,6 +53,43 @@ def lab_link(path: Path, label: str) -> str:
         return html.escape(str(path))
     href = f"{prefix.rstrip('/')}/lab/tree/{quote(relative.as_posix())}"
     return f'<a href="{html.escape(href)}" target="_blank">{html.escape(label)}</a>'
+
+
+class PanelActions:
+    """Mixin for panels: buttons run user actions, failures show in plain words.
+
+    The panel provides ``_lock`` (a ``threading.RLock``) and ``message``/``message_kind``
+    traits, or overrides :meth:`show`; :meth:`describe_error` may word known errors better.
+    """
+
+    _lock: threading.RLock
+    message: str
+    message_kind: str
+
+    def describe_error(self, exc: BaseException) -> str:
+        return plain_message(exc)
+
+    def show(self, text: str, kind: str = "info") -> None:
+        self.message_kind = kind
+        self.message = text
+
+    def _button(self, label: str, css: str, action: Callable[[], Any], style: str = "") -> Any:
+        import ipywidgets as w
+
+        button = w.Button(description=label, button_style=style, layout=w.Layout(width="auto"))
+        button.add_class(css)
+        button.on_click(lambda _: self.attempt(action))
+        return button
+
+    def attempt(self, action: Callable[[], Any]) -> bool:
+        """Run a user action; show what went wrong in plain words instead of raising."""
+        try:
+            with self._lock:
+                action()
+            return True
+        except Exception as exc:  # every failure is shown to the user, none is swallowed
+            self.show(self.describe_error(exc), "error")
+            return False
 
 
 class Ticker:

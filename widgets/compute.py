@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -29,7 +28,7 @@ from shopfloor.compute import Compute, PartitionRow
 from shopfloor.hubapi import HubError
 from shopfloor.sessions import Session
 
-from .common import Ticker, lab_link, plain_message, status_html
+from .common import PanelActions, Ticker, lab_link, plain_message, status_html
 
 _TABLE_STYLE = (
     "<style>.sf-table{border-collapse:collapse;font-size:13px}"
@@ -126,7 +125,7 @@ class ResourceChooser(w.VBox):
                 "walltime": str(self.walltime.value)}
 
 
-class ComputePanel(w.VBox):
+class ComputePanel(PanelActions, w.VBox):
     """Partitions, sessions and batch runs of the user, refreshing every ``refresh_seconds``
     (every 3 s while something is starting). ``compute`` defaults to this session's."""
 
@@ -188,28 +187,6 @@ class ComputePanel(w.VBox):
                 self.ticker = Ticker(self.refresh, self._interval).start()
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _button(self, label: str, css: str, action: Callable[[], Any],
-                style: str = "") -> w.Button:
-        button = w.Button(description=label, button_style=style,
-                          layout=w.Layout(width="auto"))
-        button.add_class(css)
-        button.on_click(lambda _: self.attempt(action))
-        return button
-
-    def attempt(self, action: Callable[[], Any]) -> bool:
-        """Run a user action; show what went wrong in plain words instead of raising."""
-        try:
-            with self._lock:
-                action()
-            return True
-        except Exception as exc:  # every failure is shown to the user, none is swallowed
-            self.show(plain_message(exc), "error")
-            return False
-
-    def show(self, text: str, kind: str = "info") -> None:
-        self.message_kind = kind
-        self.message = text
 
     def _interval(self) -> float:
         busy = any(s.state in {"starting", "stopping"} for s in self.sessions) or any(

@@ -39,7 +39,7 @@ from shopfloor.finetune import (
     read_examples,
     runs_dir,
 )
-from shopfloor.widgets.common import status_html
+from shopfloor.widgets.common import PanelActions, status_html
 
 STEPS = ("data", "model", "method", "compute", "train", "evaluate", "try", "save")
 TITLES = {
@@ -97,7 +97,7 @@ def confusion_html(metrics: dict[str, Any]) -> str:
     return f'<table class="sf-confusion"><tr><th></th>{head}</tr>{rows}</table>'
 
 
-class FineTuneWizard(w.VBox):
+class FineTuneWizard(PanelActions, w.VBox):
     """The guided fine-tuning wizard. See the module docstring.
 
     ``catalog``: the model catalog (default: the site's); ``runs``: where runs and uploads go
@@ -137,25 +137,11 @@ class FineTuneWizard(w.VBox):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _button(self, label: str, css: str, action: Callable[[], Any],
-                style: str = "") -> w.Button:
-        button = w.Button(description=label, button_style=style, layout=w.Layout(width="auto"))
-        button.add_class(css)
-        button.on_click(lambda _: self.attempt(action))
-        return button
-
-    def attempt(self, action: Callable[[], Any]) -> bool:
-        """Run a user action; show problems in plain words instead of raising."""
-        try:
-            with self._lock:
-                action()
-            return True
-        except (RecipeError, DataError) as exc:
-            self.show("Please change:\n" + problems_text(exc.problems), "error")
-        except Exception as exc:  # every failure is shown to the user, none is swallowed
-            self.show(f"Something went wrong: {exc}. Try again; if it keeps happening, "
-                      "tell your admin.", "error")
-        return False
+    def describe_error(self, exc: BaseException) -> str:
+        if isinstance(exc, RecipeError | DataError):
+            return "Please change:\n" + problems_text(exc.problems)
+        return (f"Something went wrong: {exc}. Try again; if it keeps happening, "
+                "tell your admin.")
 
     def show(self, text: str, kind: str = "info") -> None:
         self.status.value = status_html(text, kind)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from traitlets import Unicode, observe
 
 from shopfloor.raycluster import ClusterStatus, RayCluster, list_clusters
 
-from .common import Ticker, plain_message, status_html
+from .common import PanelActions, Ticker, plain_message, status_html
 from .compute import ResourceChooser
 
 _PHASE_COLOURS = {"ready": "#1b5e20", "degraded": "#b00020", "stopped": "#666"}
@@ -59,7 +58,7 @@ def status_summary_html(name: str, status: ClusterStatus) -> str:
     return '<div class="sf-ray-status">' + "<br>".join(lines) + "</div>"
 
 
-class RayClusterPanel(w.VBox):
+class RayClusterPanel(PanelActions, w.VBox):
     """Form → cluster view of one of the user's Ray clusters, refreshing every few seconds.
 
     ``cluster`` shows an existing cluster (else the newest running one, else the form);
@@ -131,27 +130,6 @@ class RayClusterPanel(w.VBox):
             self.ticker = Ticker(self.refresh, lambda: self.refresh_seconds).start()
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _button(self, label: str, css: str, action: Callable[[], Any],
-                style: str = "") -> w.Button:
-        button = w.Button(description=label, button_style=style, layout=w.Layout(width="auto"))
-        button.add_class(css)
-        button.on_click(lambda _: self.attempt(action))
-        return button
-
-    def attempt(self, action: Callable[[], Any]) -> bool:
-        """Run a user action; show what went wrong in plain words instead of raising."""
-        try:
-            with self._lock:
-                action()
-            return True
-        except Exception as exc:  # every failure is shown to the user, none is swallowed
-            self.show(plain_message(exc), "error")
-            return False
-
-    def show(self, text: str, kind: str = "info") -> None:
-        self.message_kind = kind
-        self.message = text
 
     @observe("message", "message_kind")
     def _render_message(self, _: Any = None) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import RunningHub, squeue_jobs
+from support import RunningHub, fill_debug_partition, squeue_jobs
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 
@@ -62,11 +62,7 @@ def test_running_session_survives_hub_restart(hub: RunningHub) -> None:
 
 
 def test_pending_session_is_reattached_after_hub_restart(hub: RunningHub) -> None:
-    blocker = subprocess.run(
-        ["sudo", "-u", "bob", "sbatch", "--parsable", "-p", "debug", "-c", "4", "-t", "5",
-         "-o", "/dev/null", "--wrap", "sleep 300"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    blocker = fill_debug_partition()
     alice = hub.client("alice")
     try:
         assert alice.spawn_form("waiting", partition="debug", cpus=2, memory_gb=0.5,
@@ -95,11 +91,7 @@ def test_pending_session_is_reattached_after_hub_restart(hub: RunningHub) -> Non
 
 
 def test_stop_while_pending_cancels_the_job(hub: RunningHub) -> None:
-    blocker = subprocess.run(
-        ["sudo", "-u", "bob", "sbatch", "--parsable", "-p", "debug", "-c", "4", "-t", "5",
-         "-o", "/dev/null", "--wrap", "sleep 300"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    blocker = fill_debug_partition()
     alice = hub.client("alice")
     try:
         assert alice.spawn_form("cancelme", partition="debug", cpus=2, memory_gb=0.5,

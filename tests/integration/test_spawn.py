@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import RunningHub, squeue_jobs
+from support import RunningHub, fill_debug_partition, squeue_jobs
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 
@@ -113,11 +113,7 @@ def _job_token(job_id: str) -> str:
 
 def test_pending_reason_then_cancel_is_reported_within_seconds(hub: RunningHub) -> None:
     """Fill the debug node, spawn there: the pending page says why; cancel → error at once."""
-    blocker = subprocess.run(
-        ["sudo", "-u", "bob", "sbatch", "--parsable", "-p", "debug", "-c", "4", "-t", "5",
-         "-o", "/dev/null", "--wrap", "sleep 300"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
+    blocker = fill_debug_partition()
     alice = hub.client("alice")
     try:
         _wait_state(blocker, "RUNNING")
