@@ -23,26 +23,20 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 from shopfloor.apps import default_service_port
+from shopfloor.services import ServiceError, service_url_beside
 
 
-class AppsError(RuntimeError):
+class AppsError(ServiceError):
     """The apps service refused a request; ``problems`` maps field → message."""
-
-    def __init__(self, message: str, problems: Mapping[str, str] | None = None,
-                 status: int = 0) -> None:
-        self.problems = dict(problems or {})
-        self.status = status
-        super().__init__(message)
 
 
 def service_url_from_hub(api_url: str) -> str:
     """The apps service next to a hub API URL (``apps.service_port`` default: API port + 10)."""
-    url = urlparse(api_url)
-    port = default_service_port(url.port or 80)
-    return urlunparse(url._replace(netloc=f"{url.hostname}:{port}", path="/services/apps"))
+    port = default_service_port(urlparse(api_url).port or 80)
+    return service_url_beside(api_url, port, "/services/apps")
 
 
 class AppsClient:

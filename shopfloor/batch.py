@@ -21,7 +21,6 @@ JupyterLab does not open files in hidden folders, and users should be able to op
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 import keyword
 import os
@@ -30,8 +29,7 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +47,7 @@ from shopfloor.notebookrun import (
     write_json,
 )
 from shopfloor.resources import ResourceRequest
+from shopfloor.services import blocking
 from shopfloor.slurm import JobInfo, Slurm, SlurmError
 
 T = TypeVar("T")
@@ -61,17 +60,6 @@ _PARAMETER_TYPES = (str, int, float, bool, type(None), list, dict, tuple)
 
 class BatchError(RuntimeError):
     """A batch run cannot be submitted or followed; the message says what to do."""
-
-
-def blocking(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to the end from blocking code, also inside a running event loop
-    (a Jupyter kernel has one): then it runs on its own loop in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 # -- parameters --------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shopfloor.batch import BatchRun, RunStatus, blocking, statuses
+from shopfloor.batch import BatchRun, RunStatus, statuses
 from shopfloor.hubapi import Hub
+from shopfloor.services import blocking
 from shopfloor.sessions import Sessions
 from shopfloor.slurm import JobInfo, Slurm, SlurmError, gpus_in_gres, parse_scontrol_nodes
 from shopfloor.timeutil import format_minutes

@@ -28,15 +28,13 @@ code without a hub (tests, scripts) may pass an already-validated
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import re
 import secrets
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +51,7 @@ from shopfloor.raynode import (
     write_json_private,
 )
 from shopfloor.resources import RequestError, ResourceRequest
+from shopfloor.services import blocking
 from shopfloor.site import RaySettings
 from shopfloor.slurm import JobInfo, Slurm, SlurmError
 
@@ -66,16 +65,6 @@ WORKER_JOB_PREFIX = "shopfloor-raywk-"
 
 class RayClusterError(RuntimeError):
     """Something the user asked for cannot be done; the message says why and what to do."""
-
-
-def _sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion, also from inside a running loop (a Jupyter kernel)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def check_name(name: str) -> str:
@@ -330,7 +319,7 @@ class RayCluster:
     ) -> str:
         script = self.job_script(job_name, request, python, worker_for)
         try:
-            return _sync(self.slurm.sbatch(script))
+            return blocking(self.slurm.sbatch(script))
         except SlurmError as exc:
             raise RayClusterError(f"Slurm refused the job: {exc.slurm_message}") from None
 
@@ -339,7 +328,7 @@ class RayCluster:
     def jobs(self) -> list[JobInfo]:
         """This cluster's Slurm jobs that Slurm still lists (first job, then workers)."""
         try:
-            mine = _sync(self.slurm.squeue(user=_user()))
+            mine = blocking(self.slurm.squeue(user=_user()))
         except SlurmError as exc:
             raise RayClusterError(f"Slurm is not answering: {exc.slurm_message}") from None
         names = {HEAD_JOB_PREFIX + self.name, WORKER_JOB_PREFIX + self.name}
@@ -474,7 +463,7 @@ class RayCluster:
 
     def _scancel(self, job_id: str) -> None:
         try:
-            _sync(self.slurm.scancel(job_id))
+            blocking(self.slurm.scancel(job_id))
         except SlurmError as exc:
             raise RayClusterError(f"could not cancel job {job_id}: {exc.slurm_message}") from None
 

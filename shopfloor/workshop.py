@@ -22,30 +22,23 @@ import os
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import requests
 
+from shopfloor.services import ServiceError, service_url_beside
 from shopfloor.workshopdb import ProgressRow
 
 SERVICE_PATH = "/services/workshop"
 
 
-class WorkshopError(RuntimeError):
+class WorkshopError(ServiceError):
     """The workshop service refused or failed; ``problems`` maps field → message."""
-
-    def __init__(self, message: str, problems: Mapping[str, str] | None = None,
-                 status: int = 0) -> None:
-        self.problems = dict(problems or {})
-        self.status = status
-        super().__init__(message)
 
 
 def service_url_from_hub(api_url: str) -> str:
     """The service beside a hub API URL (``workshops.service_port`` default: API port + 12)."""
-    url = urlparse(api_url)
-    return urlunparse(url._replace(netloc=f"{url.hostname}:{(url.port or 80) + 12}",
-                                   path=SERVICE_PATH))
+    return service_url_beside(api_url, (urlparse(api_url).port or 80) + 12, SERVICE_PATH)
 
 
 def service_url_from_env(env: Mapping[str, str] | None = None) -> str:
