@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from shopfloor import raycluster
 from shopfloor.raycluster import RayCluster, RayClusterError, list_clusters
 from shopfloor.raynode import HEAD_FILE, STOPPED_FILE, write_json_private
 from shopfloor.resources import RequestError, ResourceRequest
@@ -215,11 +214,13 @@ def test_dashboard_url_goes_through_the_users_server(
 def test_sync_bridge_works_inside_a_running_loop() -> None:
     import asyncio
 
+    from shopfloor.services import blocking
+
     async def inner() -> int:
         return 7
 
     async def outer() -> int:
-        return raycluster._sync(inner())
+        return blocking(inner())
 
     assert asyncio.run(outer()) == 7
 
