@@ -242,6 +242,9 @@ class Hub:
                     continue
                 say(f"stopping an orphaned proxy (pid {proc.name}) left on port {port}")
                 os.kill(int(proc.name), signal.SIGTERM)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and self._port_in_use():
+                    time.sleep(0.1)
             except (OSError, ValueError, IndexError):
                 continue
         (self.state / "jupyterhub-proxy.pid").unlink(missing_ok=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,8 +31,18 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd="/")
 
 
-def test_demo_detach_returns_once_the_hub_answers(tmp_path: Path, local_cluster) -> None:  # type: ignore[no-untyped-def]
-    site_file = write_test_site(tmp_path)
+@pytest.fixture
+def hub_dir() -> Iterator[Path]:
+    """A state folder users can pass through, like /var/lib/shopfloor (pytest's tmp_path is
+    private to root, and the apps store beside the hub state must be reachable by owners)."""
+    directory = Path(tempfile.mkdtemp(prefix="shopfloor-demo-cli-"))
+    directory.chmod(0o711)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_demo_detach_returns_once_the_hub_answers(hub_dir: Path, local_cluster) -> None:  # type: ignore[no-untyped-def]
+    site_file = write_test_site(hub_dir)
     data = yaml.safe_load(site_file.read_text())
     # Ports of their own (services sit at hub API port + 10 and + 12), so both hubs can run.
     for i, key in enumerate(("bind_url", "hub_bind_url", "proxy_api_url")):
