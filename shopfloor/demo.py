@@ -142,10 +142,9 @@ class Hub:
     def pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if _process_alive(pid) else None
 
     def command(self) -> list[str]:
         return [
@@ -165,8 +164,8 @@ class Hub:
         if self.pid() and hub_answers(self.site):
             say(f"the hub is already running (pid {self.pid()})")
             return
-        if self.pid() is None:
-            self._stop_orphaned_proxy()  # left by a hub that crashed or was killed
+        if self.pid() is None and self._stop_orphaned_proxy():
+            self._wait_port_free(15)  # left by a hub that crashed or was killed
         port_owner = self._port_in_use()
         if port_owner:
             raise DemoError(
@@ -195,6 +194,11 @@ class Hub:
             time.sleep(0.5)
         raise DemoError(f"JupyterHub did not answer within {timeout:.0f} s; see {self.log_file}")
 
+    def _wait_port_free(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self._port_in_use():
+            time.sleep(0.2)
+
     def _port_in_use(self) -> bool:
         import socket
         from urllib.parse import urlparse
@@ -218,7 +222,7 @@ class Hub:
         self._stop_orphaned_proxy()
         self.pid_file.unlink(missing_ok=True)
 
-    def _stop_orphaned_proxy(self) -> None:
+    def _stop_orphaned_proxy(self) -> bool:
         """Stop a proxy left on our port by a hub that crashed or was killed.
 
         The hub stops the proxy it started, but a killed hub leaves it running (in the hub's
@@ -226,6 +230,7 @@ class Hub:
         """
         from urllib.parse import urlparse
 
+        stopped = False
         port = str(urlparse(self.site.hub.bind_url).port or 80)
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -242,20 +247,27 @@ class Hub:
                     continue
                 say(f"stopping an orphaned proxy (pid {proc.name}) left on port {port}")
                 os.kill(int(proc.name), signal.SIGTERM)
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and self._port_in_use():
-                    time.sleep(0.1)
+                stopped = True
             except (OSError, ValueError, IndexError):
                 continue
         (self.state / "jupyterhub-proxy.pid").unlink(missing_ok=True)
+        return stopped
 
 
 def _alive(pid_file: Path) -> bool:
     try:
-        os.kill(int(pid_file.read_text().strip()), 0)
-        return True
+        return _process_alive(int(pid_file.read_text().strip()))
     except (OSError, ValueError):
         return False
+
+
+def _process_alive(pid: int) -> bool:
+    """True for a running process; a killed one not yet reaped (a zombie) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _tail(path: Path, lines: int = 20) -> str:
