@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
-import requests
 from support import RunningHub, squeue_jobs
 
 from shopfloor.batch import BatchRun
@@ -209,34 +206,3 @@ def test_example_notebook_runs_top_to_bottom(hub: RunningHub, tmp_path: Path) ->
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)
     assert "debug" in text
-
-
-def test_voila_renders_the_panel(hub: RunningHub, tmp_path: Path) -> None:
-    """Standalone Voila renders the example with the panel's widgets and no error."""
-    voila = shutil.which("voila", path=str(Path(PYTHON).parent))
-    assert voila, "voila is not installed in the venv"
-    source = Path(__file__).resolve().parents[2] / "example_notebooks" / "compute_panel.ipynb"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "JUPYTERHUB_API_URL": api_url(hub),
-           "JUPYTERHUB_API_TOKEN": hub.client("alice").token(), "JUPYTERHUB_USER": "alice"}
-    proc = subprocess.Popen(
-        [voila, str(source), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        page = ""
-        while time.monotonic() < deadline:
-            try:
-                page = requests.get(f"http://127.0.0.1:{port}/", timeout=60).text
-                break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        assert "application/vnd.jupyter.widget-view+json" in page, page[-2000:]
-        assert "Traceback" not in page and "Something went wrong" not in page
-        assert "sf-compute-panel" in page or "ComputePanel" in page
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

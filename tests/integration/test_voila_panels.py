@@ -1,4 +1,4 @@
-"""Panels render as Voila apps: the Ray panel and the fine-tuning wizard, in standalone Voila."""
+"""Panels render as Voila apps (standalone Voila): compute, Ray and the fine-tuning wizard."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 
 @pytest.mark.parametrize(
-    "panel", ["RayClusterPanel", "FineTuneWizard"],
+    "panel", ["ComputePanel", "RayClusterPanel", "FineTuneWizard"],
 )
 def test_panel_renders_in_voila(hub: RunningHub, tmp_path: Path, panel: str) -> None:
     code = f"from shopfloor.widgets import {panel}\n{panel}()"
