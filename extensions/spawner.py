@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 import pwd
 import time
@@ -474,8 +475,7 @@ class ShopfloorSpawner(SlurmSpawner):
 
 
 def secrets_equal(a: str, b: str) -> bool:
-    import hmac
-
+    """Constant-time comparison of two secrets."""
     return hmac.compare_digest(a.encode(), b.encode())
 
 
