@@ -23,12 +23,16 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 MIN_EXAMPLES = 10
 
 
-class DataError(ValueError):
-    """The data cannot be used as it is. ``problems`` maps each setting to what is wrong."""
+class ProblemsError(ValueError):
+    """Something cannot be used as it is. ``problems`` maps each setting to what is wrong."""
 
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = dict(problems)
         super().__init__("\n".join(f"{k}: {v}" for k, v in self.problems.items()))
+
+
+class DataError(ProblemsError):
+    """The data cannot be used as it is."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from shopfloor.datasets import (
     DataError,
     DataLimits,
     Examples,
+    ProblemsError,
     Table,
     classification_examples,
     holdout_split,
@@ -71,12 +72,8 @@ METHODS: dict[str, dict[str, str]] = {
 }
 
 
-class RecipeError(ValueError):
-    """A recipe cannot run as it is. ``problems`` maps each setting to what is wrong."""
-
-    def __init__(self, problems: dict[str, str]) -> None:
-        self.problems = dict(problems)
-        super().__init__("\n".join(f"{k}: {v}" for k, v in self.problems.items()))
+class RecipeError(ProblemsError):
+    """A recipe cannot run as it is."""
 
 
 @dataclass(frozen=True)

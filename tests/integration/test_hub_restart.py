@@ -35,6 +35,13 @@ def _job(user: str, server: str) -> dict[str, str] | None:
     return next((j for j in squeue_jobs(user) if j["name"] == name), None)
 
 
+def _wait_for_job(user: str, server: str, timeout: float = 20) -> None:
+    """Wait until the server's job is in the queue (the spawn form returns before sbatch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _job(user, server):
+        time.sleep(0.2)
+
+
 def _status(hub: RunningHub, client, server: str) -> int:  # type: ignore[no-untyped-def]
     token = client.token()
     resp = requests.get(f"{hub.url}/user/{client.user}/{server}/api/status",
@@ -67,9 +74,7 @@ def test_pending_session_is_reattached_after_hub_restart(hub: RunningHub) -> Non
     try:
         assert alice.spawn_form("waiting", partition="debug", cpus=2, memory_gb=0.5,
                                 walltime=10).status_code == 302
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not _job("alice", "waiting"):
-            time.sleep(0.2)
+        _wait_for_job("alice", "waiting")
         job = _job("alice", "waiting")
         assert job is not None and job["state"] == "PENDING"
         # The job id is in the hub database while the job is still queued.
@@ -96,9 +101,7 @@ def test_stop_while_pending_cancels_the_job(hub: RunningHub) -> None:
     try:
         assert alice.spawn_form("cancelme", partition="debug", cpus=2, memory_gb=0.5,
                                 walltime=10).status_code == 302
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not _job("alice", "cancelme"):
-            time.sleep(0.2)
+        _wait_for_job("alice", "cancelme")
         assert _job("alice", "cancelme") is not None
         alice.stop("cancelme")
         deadline = time.monotonic() + 20
