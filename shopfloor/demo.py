@@ -221,6 +221,9 @@ class Hub:
             os.kill(pid, signal.SIGKILL)
         self._stop_orphaned_proxy()
         self.pid_file.unlink(missing_ok=True)
+        # The proxy's port is free only once the exited proxy is reaped: wait for it, so that
+        # a restart right after a stop finds the port free.
+        self._wait_port_free(15)
 
     def _stop_orphaned_proxy(self) -> bool:
         """Stop a proxy left on our port by a hub that crashed or was killed.
