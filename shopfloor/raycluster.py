@@ -390,8 +390,10 @@ class RayCluster:
         for node in alive:
             for key, value in (node.get("resources_total") or {}).items():
                 totals[key] = totals.get(key, 0) + float(value)
-        dead = len(nodes) - len(alive)
-        if len(alive) >= expected and not lost and not dead:
+        # Ray lists a lost node as DEAD for a long time: once enough nodes are alive again
+        # (scaled back up), the dead one no longer makes the cluster degraded.
+        dead = len(nodes) - len(alive) if len(alive) < expected else 0
+        if len(alive) >= expected and not lost:
             phase, message = "ready", f"Ready: {len(alive)} node(s)."
         elif lost or dead:
             phase = "degraded"
@@ -429,11 +431,15 @@ class RayCluster:
 
     # -- scaling ----------------------------------------------------------------------------
 
-    def scale(self, nodes: int) -> list[str]:
+    def scale(self, nodes: int, *, hub: Any | None = None) -> list[str]:
         """Grow or shrink the cluster to ``nodes`` nodes; returns the worker jobs submitted.
 
-        Growing submits one-node worker jobs (same partition and sizes) that join the head;
-        shrinking cancels the newest of them. The first job's nodes always stay.
+        Growing submits one-node worker jobs (same partition and sizes) that join the head,
+        after the hub's resource model accepted the whole cluster at its new size (a
+        :class:`~shopfloor.resources.RequestError` naming the field otherwise; ``hub``
+        defaults to the session's). Shrinking cancels the newest of them. The first job's
+        nodes always stay. Worker jobs that ended behind our back (lost) are dropped from
+        the cluster here, so that scaling back up makes it whole again.
         """
         config = self.config()
         request = ResourceRequest.model_validate(config["request"])
@@ -444,9 +450,17 @@ class RayCluster:
             })
         active = {j.job_id for j in self.jobs() if not j.is_finished}
         workers = [w for w in config["workers"] if w in active]
+        gone = [w for w in config["workers"] if w not in active]
+        if gone:
+            config["workers"] = workers
+            config.setdefault("lost", []).extend(
+                w for w in gone if w not in config["scaled_down"]
+            )
+            self._save(config)
         current = request.nodes + len(workers)
         submitted = []
         if nodes > current:
+            self._check_size(request, nodes, hub)
             worker_request = request.model_copy(update={"nodes": 1})
             for _ in range(nodes - current):
                 job = self._sbatch(WORKER_JOB_PREFIX + self.name, worker_request,
@@ -460,6 +474,16 @@ class RayCluster:
             self._save(config)
             self._scancel(job)
         return submitted
+
+    def _check_size(self, request: ResourceRequest, nodes: int, hub: Any | None) -> None:
+        """Ask the hub's one resource model whether the cluster may have ``nodes`` nodes."""
+        hub = hub if hub is not None else default_hub()
+        if hub is None:
+            raise RayClusterError(
+                "cannot check a bigger cluster without the hub; run this in a Shopfloor "
+                "session, or pass hub="
+            )
+        hub.validate(dict(request.as_options(), nodes=nodes))
 
     def _scancel(self, job_id: str) -> None:
         try:

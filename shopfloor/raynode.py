@@ -4,9 +4,11 @@ The batch script of a cluster runs ``srun python -m shopfloor.raynode --cluster-
 Each task decides its role (:func:`plan_node`: task 0 of the cluster's first job is the head,
 every other task a worker), then:
 
-* picks free ports on its own node address (no collision with other users or clusters sharing
-  the node) and makes its own temp folder (mode 700, owned by the user, refused if someone
-  else made it first);
+* picks ports that are free on *every* address of the node (Ray binds several of them on
+  0.0.0.0 and 127.0.0.1 besides the node address) and starts again with fresh ports when one
+  was taken in the meantime;
+* makes its own temp folder with an unguessable name (``mkdtemp``: mode 700, created
+  atomically, so no other user can make it first) in a root-owned sticky folder;
 * the head writes ``head.json`` (address and ports, never the token) into the user's private
   cluster folder *before* starting Ray, so workers start at the same time instead of sleeping;
 * runs ``ray start --block`` with token authentication (``RAY_AUTH_MODE=token``, the token
@@ -14,7 +16,9 @@ every other task a worker), then:
 * the head watches the Jobs API and stops the whole cluster when no Ray job ran for the idle
   timeout, or when the user's session job ends (if asked);
 * on SIGTERM (``scancel``, walltime) it stops its Ray processes, kills any that escaped and
-  removes its temp folder: nothing is left on the node.
+  removes its temp folder: nothing is left on the node;
+* a head that cannot start writes why into ``stopped.json`` (shown by ``RayCluster.status``)
+  and cancels the cluster's jobs.
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +58,18 @@ HEAD_PORTS = ("port", "dashboard-port")
 #: Ray puts Unix sockets under ``<temp>/session_<date>_<time>_<pid>/sockets/``; a socket path
 #: longer than 107 bytes cannot be bound. 64 bytes are left for Ray's part, 2 for ``/r``.
 MAX_TEMP_DIR_LENGTH = 107 - 64 - 2
+#: Length of the random part ``tempfile.mkdtemp`` appends to a name.
+RANDOM_SUFFIX_LENGTH = 8
+#: How many times a node starts Ray with fresh ports after one of its ports was taken.
+START_ATTEMPTS = 3
+#: How Ray (gRPC, aiohttp, the GCS) says that a port it wanted was taken.
+PORT_TAKEN = re.compile(
+    r"address already in use|failed to bind|can't bind|errno 98|"
+    r"failed to start the grpc server\. the specified port is \d+",
+    re.IGNORECASE,
+)
+#: Lines kept from ``ray start``'s output to explain a failure.
+OUTPUT_TAIL_LINES = 60
 #: Ray's own temp folder inside the private one: Ray makes its temp folder world-writable
 #: (``chmod 777``, "so others can use it"), so it must sit inside a folder only we can enter.
 RAY_SUBDIR = "r"
@@ -100,34 +121,77 @@ def task_memory_bytes(memory_mb: int, object_store: int) -> int:
     return max(memory_mb * 1024 * 1024 - object_store, 64 * 1024 * 1024)
 
 
-def temp_dir_for(root: str, user: str, uid: int, job: str, index: int) -> Path:
-    """This node's Ray temp folder; the uid replaces a name too long for Ray's sockets."""
-    for who in (user, str(uid)):
-        path = Path(root) / f"shopfloor-ray-{who}-{job}-{index}"
-        if len(str(path)) <= MAX_TEMP_DIR_LENGTH:
-            return path
-    raise LaunchError(
-        f"the Ray temp folder under {root!r} would be too long for Ray's socket paths; "
-        f"ask your admin to set ray.temp_root to a shorter folder (e.g. /tmp)"
-    )
+def check_temp_root(root: Path) -> None:
+    """Refuse a temp root in which another user could move, replace or read our folder.
 
-
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` with mode 700, or accept it only if it is ours, private and real.
-
-    Temp folder names are predictable (user and job id), so another user could create one
-    first; we refuse to use a folder that is a link, belongs to someone else or is open.
+    It must be a real folder owned by root (or by us) that others cannot write, or that is
+    sticky like ``/tmp`` (others may add entries there but not rename or delete ours).
     """
     try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
+        info = root.lstat()
+    except OSError as exc:
+        raise LaunchError(f"ray.temp_root {root} is not usable ({exc.strerror}); "
+                          "ask your admin to fix ray.temp_root") from None
+    open_to_others = info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid not in (0, os.getuid())
+            or open_to_others):
+        raise LaunchError(
+            f"ray.temp_root {root} must be a folder owned by root that other users cannot "
+            "change (sticky like /tmp, or not writable by them); ask your admin to fix it"
+        )
+
+
+def make_temp_dir(root: str, user: str, uid: int, job: str, index: int) -> Path:
+    """Create this node's private Ray temp folder under ``root`` and return it.
+
+    The name starts with ``shopfloor-ray-<user>-<job>-<node>-`` (the uid replaces a name too
+    long for Ray's sockets) and ends with a random part: ``mkdtemp`` creates it atomically
+    with mode 700 and retries on a name that exists, so a folder or link another user made
+    first is never used, and nobody can guess the next name to make it first.
+    """
+    base = Path(root)
+    prefixes = [f"shopfloor-ray-{who}-{job}-{index}-" for who in (user, str(uid))]
+    fitting = [p for p in prefixes
+               if len(str(base / p)) + RANDOM_SUFFIX_LENGTH <= MAX_TEMP_DIR_LENGTH]
+    if not fitting:
+        raise LaunchError(
+            f"the Ray temp folder under {root!r} would be too long for Ray's socket paths; "
+            f"ask your admin to set ray.temp_root to a shorter folder (e.g. /tmp)"
+        )
+    check_temp_root(base)
+    return check_private_dir(Path(tempfile.mkdtemp(prefix=fitting[0], dir=base)))
+
+
+def check_private_dir(path: Path) -> Path:
+    """Return ``path`` if it is a real folder of ours with mode 700; raise otherwise."""
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise LaunchError(f"{path} exists and is not your folder; ask your admin to remove it")
     if stat.S_IMODE(info.st_mode) & 0o077:
         raise LaunchError(f"{path} is open to other users; remove it and start again")
     return path
+
+
+def pick_ports(names: Iterable[str]) -> dict[str, int]:
+    """One port per name, each free on every address of this node at the time of asking.
+
+    Binding the wildcard address makes the kernel skip ports bound on any address (127.0.0.1
+    included: a user's kernel or local Ray); Ray itself binds the GCS, raylet and object
+    manager on 0.0.0.0 and several agents on 127.0.0.1 as well as the node address. The
+    sockets stay open until all are picked, so the ports differ from each other.
+    """
+    sockets: list[socket.socket] = []
+    ports: dict[str, int] = {}
+    try:
+        for name in names:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("0.0.0.0", 0))
+            ports[name] = sock.getsockname()[1]
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
 
 
 def ray_start_command(
@@ -292,23 +356,42 @@ def slurm_job_alive(job_id: str) -> bool:
 
 
 class NodeRunner:
-    """Runs ``ray start --block`` for one node and guarantees clean-up."""
+    """Runs ``ray start --block`` for one node, keeps the tail of its output, cleans up.
+
+    Ray's output goes on to the job log as before; the last lines are kept so that a failed
+    start can be explained (:func:`explain_failure`).
+    """
 
     def __init__(self, cmd: Sequence[str], env: Mapping[str, str], temp_dir: Path) -> None:
         self.cmd = list(cmd)
         self.env = dict(env)
         self.temp_dir = temp_dir
         self.proc: subprocess.Popen[bytes] | None = None
+        self.output: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+        self._copier: threading.Thread | None = None
 
     def start(self) -> None:
         log.info("starting: %s", " ".join(self.cmd))
-        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._copier = threading.Thread(target=self._copy_output, daemon=True)
+        self._copier.start()
+
+    def _copy_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            self.output.append(line)
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, grace: float = 2.0) -> None:
-        """Stop Ray's process group, kill whatever still names our temp folder, remove it."""
+    def stop_ray(self, grace: float = 2.0) -> None:
+        """Stop Ray's process group and kill whatever still names our temp folder."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -318,8 +401,7 @@ class NodeRunner:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 pass
-        marker = str(self.temp_dir)
-        leftovers = own_processes_mentioning(marker)
+        leftovers = own_processes_mentioning(str(self.temp_dir))
         if self.proc is not None:
             leftovers += [self.proc.pid]
             try:
@@ -327,7 +409,64 @@ class NodeRunner:
             except ProcessLookupError:
                 pass
         kill_pids(leftovers, signal.SIGKILL)
+        if self._copier is not None:
+            self._copier.join(5)
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop Ray (see :meth:`stop_ray`) and remove the temp folder: nothing is left."""
+        self.stop_ray(grace)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _log_lines(logs_dir: Path, limit: int = 65536) -> list[str]:
+    """The last ``limit`` bytes of each of Ray's own log files of the latest session."""
+    lines: list[str] = []
+    try:
+        files = sorted(logs_dir.glob("*.err")) + sorted(logs_dir.glob("*.out"))
+    except OSError:
+        return lines
+    for path in files:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(0, path.stat().st_size - limit))
+                lines += fh.read().decode(errors="replace").splitlines()
+        except OSError:
+            continue
+    return lines
+
+
+def explain_failure(output: Iterable[str], logs_dir: Path | None) -> tuple[str, bool]:
+    """Why Ray stopped, in a user's words, and whether a port it needed was taken.
+
+    Looks at ``ray start``'s own output first, then at the session's log files (the GCS
+    writes its bind error there, not to the terminal).
+    """
+    lines = [line.strip() for line in output if line.strip()]
+    candidates = lines + (_log_lines(logs_dir) if logs_dir is not None else [])
+    for line in candidates:
+        if PORT_TAKEN.search(line):
+            port = re.search(r"port (?:is )?(\d+)|:(\d+)'", line)
+            number = next((g for g in port.groups() if g), "") if port else ""
+            which = f" ({number})" if number else ""
+            return f"a port Ray needed{which} was already in use on the node", True
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    last = (errors or lines or ["no output"])[-1]
+    return f"Ray exited: {last[:300]}", False
+
+
+def _supervise(
+    runner: NodeRunner, watch: IdleWatch | None, stopping: list[str], check_seconds: float
+) -> str | None:
+    """Wait while Ray runs; returns the idle watch's reason to stop, if it fired."""
+    next_check = time.monotonic() + check_seconds
+    while runner.running() and not stopping:
+        time.sleep(0.2)
+        if watch is not None and time.monotonic() >= next_check:
+            next_check = time.monotonic() + check_seconds
+            reason = watch.reason_to_stop()
+            if reason:
+                return reason
+    return None
 
 
 def _node_resources(env: Mapping[str, str]) -> tuple[int, int, int]:
@@ -340,8 +479,13 @@ def _node_resources(env: Mapping[str, str]) -> tuple[int, int, int]:
 
 
 def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
-    """Take part in the cluster until Ray stops, the idle watch fires or we are signalled."""
-    from shopfloor.extensions.singleuser import free_port, node_address
+    """Take part in the cluster until Ray stops, the idle watch fires or we are signalled.
+
+    A node whose Ray could not bind a port starts again with fresh ports (at most
+    :data:`START_ATTEMPTS` times); a worker also starts again when its head did. A head that
+    fails for good records why in ``stopped.json`` and cancels the cluster.
+    """
+    from shopfloor.extensions.singleuser import node_address
 
     config = read_json(cluster_dir / CLUSTER_FILE)
     if config is None:
@@ -351,9 +495,7 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
         raise LaunchError(f"the cluster's token file {token_file} is missing")
     job = env["SLURM_JOB_ID"]
     user = env.get("USER") or str(os.getuid())
-    temp_dir = make_private_dir(
-        temp_dir_for(config["temp_root"], user, os.getuid(), job, plan.index)
-    )
+    temp_dir = make_temp_dir(config["temp_root"], user, os.getuid(), job, plan.index)
     ray_temp = temp_dir / RAY_SUBDIR
     address = node_address()
     cpus, gpus, memory_mb = _node_resources(env)
@@ -361,23 +503,6 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
         memory_mb, config["object_store_fraction"], config["min_object_store_mb"]
     )
     names = NODE_PORTS + (HEAD_PORTS if plan.role == "head" else ())
-    ports = {name: free_port(address) for name in names}
-    head_address = ""
-    if plan.role == "head":
-        write_json_private(cluster_dir / HEAD_FILE, {
-            "job_id": job, "node": env.get("SLURMD_NODENAME", ""), "address": address,
-            "gcs_port": ports["port"], "dashboard_port": ports["dashboard-port"],
-            "temp_dir": str(temp_dir), "started": time.time(),
-        })
-    else:
-        head = wait_for_head(cluster_dir, plan.head_job, config["ready_timeout_seconds"])
-        head_address = f"{head['address']}:{head['gcs_port']}"
-    cmd = ray_start_command(
-        os.path.join(os.path.dirname(sys.executable), "ray"), plan, address, ports, ray_temp,
-        num_cpus=cpus, num_gpus=gpus, object_store=store, head_address=head_address,
-        memory=task_memory_bytes(memory_mb, store),
-    )
-    runner = NodeRunner(cmd, ray_env(env, token_file, temp_dir), temp_dir)
     stopping: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -385,43 +510,85 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    watch = None
-    if plan.role == "head":
-        session = config.get("session_job")
-        watch = IdleWatch(
-            config["idle_timeout_minutes"] * 60,
-            JobsProbe(f"http://{address}:{ports['dashboard-port']}", token_file).busy,
-            (lambda: slurm_job_alive(session)) if session else None,
-        )
-    runner.start()
-    next_check = time.monotonic() + config["idle_check_seconds"]
-    reason = None
+    session = config.get("session_job")
+    session_alive = (lambda: slurm_job_alive(session)) if session else None
+    reason = failure = None
     try:
-        while runner.running() and not stopping:
-            time.sleep(0.2)
-            if watch is not None and time.monotonic() >= next_check:
-                next_check = time.monotonic() + config["idle_check_seconds"]
-                reason = watch.reason_to_stop()
-                if reason:
-                    break
+        for attempt in range(1, START_ATTEMPTS + 1):
+            ports = pick_ports(names)
+            head_address, watch, head = "", None, {}
+            if plan.role == "head":
+                write_json_private(cluster_dir / HEAD_FILE, {
+                    "job_id": job, "node": env.get("SLURMD_NODENAME", ""),
+                    "address": address, "gcs_port": ports["port"],
+                    "dashboard_port": ports["dashboard-port"], "temp_dir": str(temp_dir),
+                    "started": time.time(), "attempt": attempt,
+                })
+                watch = IdleWatch(
+                    config["idle_timeout_minutes"] * 60,
+                    JobsProbe(f"http://{address}:{ports['dashboard-port']}", token_file).busy,
+                    session_alive,
+                )
+            else:
+                head = wait_for_head(cluster_dir, plan.head_job,
+                                     config["ready_timeout_seconds"])
+                head_address = f"{head['address']}:{head['gcs_port']}"
+            cmd = ray_start_command(
+                os.path.join(os.path.dirname(sys.executable), "ray"), plan, address, ports,
+                ray_temp, num_cpus=cpus, num_gpus=gpus, object_store=store,
+                head_address=head_address, memory=task_memory_bytes(memory_mb, store),
+            )
+            runner = NodeRunner(cmd, ray_env(env, token_file, temp_dir), temp_dir)
+            runner.start()
+            try:
+                reason = _supervise(runner, watch, stopping, config["idle_check_seconds"])
+            finally:
+                runner.stop_ray()
+            if reason or stopping:
+                failure = None
+                break
+            failure, port_taken = explain_failure(
+                runner.output, ray_temp / "session_latest" / "logs"
+            )
+            head_moved = plan.role == "worker" and (
+                read_json(cluster_dir / HEAD_FILE) or {}).get("gcs_port") != head.get("gcs_port")
+            if not (port_taken or head_moved) or attempt == START_ATTEMPTS:
+                break
+            log.warning("attempt %d of %d: %s; starting again with other ports",
+                        attempt, START_ATTEMPTS, failure)
     finally:
-        runner.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     if reason:
         log.info("stopping the cluster: %s", reason)
-        write_json_private(cluster_dir / STOPPED_FILE, {
-            "job_id": job, "reason": reason, "time": time.time(),
-        })
-        _cancel_cluster_jobs(config["job_names"])
+        record_stop(cluster_dir, job, reason, config["job_names"])
+    elif failure and plan.role == "head":
+        log.error("the head could not run Ray: %s", failure)
+        record_stop(cluster_dir, job, f"the head node could not start Ray: {failure}",
+                    config["job_names"])
+        return 1
     elif plan.role == "head":
         # Without its head the workers are useless: do not let their jobs idle to walltime.
         _cancel_cluster_jobs(config["job_names"][1:])
+    elif failure:
+        log.error("this worker could not run Ray: %s", failure)
+        return 1
     return 0
+
+
+def record_stop(cluster_dir: Path, job: str, reason: str, job_names: Sequence[str]) -> None:
+    """Write why the cluster of head job ``job`` stops (for ``status()``) and cancel it."""
+    write_json_private(cluster_dir / STOPPED_FILE, {
+        "job_id": job, "reason": reason, "time": time.time(),
+    })
+    _cancel_cluster_jobs(job_names)
 
 
 def _cancel_cluster_jobs(names: Sequence[str]) -> None:
     """Cancel all of this user's jobs of the cluster (first job and scale-up workers)."""
     import pwd
 
+    if not names:  # an empty --name would match every job of the user
+        return
     user = pwd.getpwuid(os.getuid()).pw_name
     subprocess.run(["scancel", "--name", ",".join(names), "-u", user], check=False, timeout=30)
 
@@ -434,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s raynode %(message)s")
+    plan: NodePlan | None = None
     try:
         plan = plan_node(os.environ, args.worker_for)
         log.info("node %s: %s of job %s", os.environ.get("SLURMD_NODENAME"), plan.role,
@@ -441,6 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_node(args.cluster_dir, plan, os.environ)
     except LaunchError as exc:
         print(f"shopfloor.raynode: {exc}", file=sys.stderr, flush=True)
+        if plan is not None and plan.role == "head":
+            config = read_json(args.cluster_dir / CLUSTER_FILE) or {}
+            record_stop(args.cluster_dir, plan.head_job, f"the head node could not start: {exc}",
+                        config.get("job_names") or [])
         return 2
 
 

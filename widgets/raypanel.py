@@ -182,7 +182,7 @@ class RayClusterPanel(PanelActions, w.VBox):
         if self.cluster is None or self.last_status is None:
             return
         target = max(self.last_status.nodes_expected, 1) + delta
-        self.cluster.scale(target)
+        self.cluster.scale(target, hub=self._hub())
         self.show(f"Scaling {self.cluster.name} to {target} node(s).", "ok")
         self.refresh()
 

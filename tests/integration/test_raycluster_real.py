@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import RunningHub
+from support import RunningHub, squeue_jobs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -30,10 +30,11 @@ PRELUDE = (
 )
 
 
-def as_user(user: str, code: str, timeout: float = 90) -> dict:
+def as_user(user: str, code: str, timeout: float = 90, env: dict[str, str] | None = None) -> dict:
     """Run ``code`` as ``user`` with the job's Python; it prints one JSON line last."""
+    variables = [f"{key}={value}" for key, value in (env or {}).items()]
     out = subprocess.run(
-        ["sudo", "-n", "-u", user, PYTHON, "-c", PRELUDE + code],
+        ["sudo", "-n", "-u", user, "env", *variables, PYTHON, "-c", PRELUDE + code],
         capture_output=True, text=True, timeout=timeout, cwd="/tmp", check=False,
     )
     if out.returncode != 0:
@@ -67,8 +68,16 @@ def wait_gone(job_ids: list[str], timeout: float = 30) -> None:
     raise AssertionError(f"jobs {job_ids} still in the queue after {timeout} s")
 
 
-def test_create_run_scale_lose_a_worker_and_stop_leaves_nothing(local_cluster: object) -> None:
+def session_env(hub: RunningHub, user: str) -> dict[str, str]:
+    """What the hub gives a session: its API URL and a token of ``user``'s."""
+    return {"JUPYTERHUB_API_URL": f"{hub.url}/hub/api",
+            "JUPYTERHUB_API_TOKEN": hub.client(user).token()}
+
+
+@pytest.mark.hub
+def test_create_run_scale_lose_a_worker_and_stop_leaves_nothing(hub: RunningHub) -> None:
     name = f"it-{os.getpid()}"
+    env = session_env(hub, "alice")
     started = as_user("alice", f"""
 c = RayCluster.create({name!r}, {REQUEST}, settings=RaySettings(idle_timeout_minutes=10))
 c.wait_ready(90)
@@ -79,7 +88,7 @@ status = c.wait_ready(90)
 print(json.dumps({{"head": c.config()["head_job"], "workers": workers, "logs": logs,
                   "alive": status.nodes_alive, "cpus": status.cpus,
                   "store": status.object_store_bytes, "job": c.job_status(job)}}))
-""")
+""", env=env)
     jobs = [started["head"], *started["workers"]]
     try:
         assert started["job"] == "SUCCEEDED"
@@ -102,6 +111,35 @@ print(json.dumps({{"status": c.status().message, "phase": c.status().phase,
         assert seen["phase"] == "degraded", seen
         assert f"worker job(s) {worker} ended" in seen["status"]
         assert "degraded" in seen["panel"] and worker in seen["panel"]
+        # Scaling back up replaces the lost worker: the cluster is whole (ready) again.
+        healed = as_user("alice", f"""
+c = RayCluster({name!r})
+again = c.scale(2)
+status = c.wait_ready(90)
+print(json.dumps({{"again": again, "phase": status.phase, "lost": status.lost_workers,
+                  "workers": c.config()["workers"], "alive": status.nodes_alive}}))
+""", env=env)
+        jobs += healed["again"]
+        assert healed["phase"] == "ready" and healed["alive"] == 2, healed
+        assert worker not in healed["workers"] and healed["lost"] == []
+        assert healed["workers"] == healed["again"] and len(healed["again"]) == 1
+        # The whole cluster goes through the hub's resource model: cpu has 2 nodes.
+        def cluster_jobs() -> list[str]:
+            return [j["id"] for j in squeue_jobs("alice") if j["name"].endswith(f"-{name}")]
+
+        before = cluster_jobs()
+        refused = as_user("alice", f"""
+from shopfloor.resources import RequestError
+c = RayCluster({name!r})
+try:
+    c.scale(40)
+    print(json.dumps({{"refused": None}}))
+except RequestError as exc:
+    print(json.dumps({{"refused": exc.problems}}))
+""", env=env)
+        assert refused["refused"] and "nodes" in refused["refused"], refused
+        assert "40" in refused["refused"]["nodes"]
+        assert cluster_jobs() == before
         stopped = as_user("alice", f"""
 c = RayCluster({name!r})
 c.stop()

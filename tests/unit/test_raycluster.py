@@ -60,6 +60,24 @@ def slurm() -> FakeSlurm:
     return FakeSlurm()
 
 
+class SizeHub:
+    """The hub's ``/validate`` seam for scaling: at most ``max_nodes`` nodes per cluster."""
+
+    def __init__(self, max_nodes: int = 4) -> None:
+        self.max_nodes = max_nodes
+        self.seen: list[dict[str, Any]] = []
+
+    def validate(self, options: dict[str, Any]) -> ResourceRequest:
+        self.seen.append(options)
+        if options["nodes"] > self.max_nodes:
+            raise RequestError({"nodes": f"the cpu partition allows at most {self.max_nodes} "
+                                         f"node(s); you asked for {options['nodes']}"})
+        return REQUEST.model_copy(update={"nodes": options["nodes"]})
+
+    def partitions(self) -> dict[str, Any]:
+        return PARTITIONS
+
+
 def make(tmp_path: Path, slurm: FakeSlurm, name: str = "demo", **kw: Any) -> RayCluster:
     return RayCluster.create(name, REQUEST, settings=RaySettings(idle_timeout_minutes=30),
                              slurm=slurm, root=tmp_path, python="/venv/bin/python", **kw)
@@ -132,14 +150,29 @@ def test_scale_adds_worker_jobs_for_the_head_and_removes_the_newest(
     tmp_path: Path, slurm: FakeSlurm
 ) -> None:
     cluster = make(tmp_path, slurm)
-    assert cluster.scale(4) == ["102", "103"]
+    hub = SizeHub()
+    assert cluster.scale(4, hub=hub) == ["102", "103"]
+    assert hub.seen[0]["nodes"] == 4 and hub.seen[0]["partition"] == "cpu"
     worker_script = slurm.scripts[1]
     assert "#SBATCH --job-name=shopfloor-raywk-demo" in worker_script
     assert "#SBATCH --nodes=1" in worker_script and "--worker-for 101" in worker_script
-    assert cluster.scale(3) == [] and slurm.cancelled == ["103"]
+    assert cluster.scale(3, hub=hub) == [] and slurm.cancelled == ["103"]
     with pytest.raises(RequestError) as err:
-        cluster.scale(1)
+        cluster.scale(1, hub=hub)
     assert "started with 2 node(s)" in err.value.problems["nodes"]
+
+
+def test_scale_goes_through_the_resource_model_and_submits_nothing_it_refuses(
+    tmp_path: Path, slurm: FakeSlurm
+) -> None:
+    cluster = make(tmp_path, slurm)
+    with pytest.raises(RequestError) as err:
+        cluster.scale(40, hub=SizeHub(max_nodes=2))
+    assert "at most 2 node(s); you asked for 40" in err.value.problems["nodes"]
+    assert len(slurm.scripts) == 1 and cluster.config()["workers"] == []
+    with pytest.raises(RayClusterError, match="without the hub"):
+        cluster.scale(3)
+    assert len(slurm.scripts) == 1
 
 
 def test_status_pending_says_why(tmp_path: Path, slurm: FakeSlurm) -> None:
@@ -183,7 +216,7 @@ def test_ready_needs_every_node_and_a_lost_worker_is_reported(
     cluster.nodes_answer = [_alive(1), _alive(1)]
     status = cluster.status()
     assert status.ready and status.cpus == 2 and status.object_store_bytes == 2e8
-    (worker,) = cluster.scale(3)
+    (worker,) = cluster.scale(3, hub=SizeHub())
     slurm.set_state(worker, "RUNNING")
     cluster.nodes_answer = [_alive(1), _alive(1), _alive(1)]
     assert cluster.status().ready
@@ -192,6 +225,13 @@ def test_ready_needs_every_node_and_a_lost_worker_is_reported(
     status = cluster.status()
     assert status.phase == "degraded" and status.lost_workers == (worker,)
     assert f"worker job(s) {worker} ended" in status.message
+    # Scaling back up drops the lost job; Ray still lists its node as DEAD, and that is fine.
+    (again,) = cluster.scale(3, hub=SizeHub())
+    assert worker not in cluster.config()["workers"] and again in cluster.config()["workers"]
+    slurm.set_state(again, "RUNNING")
+    cluster.nodes_answer = [_alive(1), _alive(1), {"state": "DEAD"}, _alive(1)]
+    status = cluster.status()
+    assert status.ready and status.lost_workers == () and status.nodes_alive == 3
 
 
 def test_clusters_are_found_again_from_the_state_folder(tmp_path: Path, slurm: FakeSlurm) -> None:
@@ -251,7 +291,7 @@ def test_panel_offers_the_hubs_partitions_and_shows_a_lost_worker(
 
     make(tmp_path, slurm)
     cluster = RayAnswers("demo", settings=RaySettings(), slurm=slurm, root=tmp_path)
-    panel = RayClusterPanel(cluster, hub=PanelHub(), auto_refresh=False)
+    panel = RayClusterPanel(cluster, hub=SizeHub(), auto_refresh=False)
     assert panel.chooser.partition.options == ("cpu",) and panel.nodes.max == 2
     assert "pending" in panel.summary.value and panel.cluster_view in panel.children
     slurm.set_state("101", "RUNNING")
@@ -260,7 +300,7 @@ def test_panel_offers_the_hubs_partitions_and_shows_a_lost_worker(
     cluster.nodes_answer = [_alive(2), _alive(2)]
     panel.refresh()
     assert "ready" in panel.summary.value and "CPUs 4" in panel.summary.value
-    (worker,) = cluster.scale(3)
+    (worker,) = cluster.scale(3, hub=SizeHub())
     slurm.set_state(worker, "FAILED")
     panel.refresh()
     assert "degraded" in panel.summary.value and f"{worker} ended" in panel.summary.value

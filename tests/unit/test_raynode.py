@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +18,16 @@ from shopfloor.raynode import (
     IdleWatch,
     LaunchError,
     NodePlan,
-    make_private_dir,
+    check_private_dir,
+    check_temp_root,
+    explain_failure,
+    make_temp_dir,
     object_store_bytes,
     own_processes_mentioning,
+    pick_ports,
     plan_node,
     ray_env,
     ray_start_command,
-    temp_dir_for,
     wait_for_head,
 )
 
@@ -73,33 +79,109 @@ def test_object_store_is_a_share_of_job_memory_with_ray_minimum() -> None:
     assert object_store_bytes(100, 0.1, 76) >= raynode.MIN_OBJECT_STORE_BYTES
 
 
-def test_temp_dir_is_per_user_job_and_node_and_short_enough_for_sockets() -> None:
-    path = temp_dir_for("/tmp", "alice", 1002, "41", 1)
-    assert path == Path("/tmp/shopfloor-ray-alice-41-1")
-    long_name = temp_dir_for("/tmp", "a" * 32, 1002, "41", 0)
-    assert long_name == Path("/tmp/shopfloor-ray-1002-41-0")
+@pytest.fixture
+def job_in_tmp() -> Iterator[str]:
+    """A job id no real job has; removes what a test made for it in /tmp (Ray's real root)."""
+    job = f"8{os.getpid() % 1000:03d}"
+    yield job
+    for path in Path("/tmp").glob(f"shopfloor-ray-*-{job}-*"):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+
+
+def test_temp_dir_is_private_unguessable_and_short_enough_for_sockets(job_in_tmp: str) -> None:
+    job = job_in_tmp
+    first = make_temp_dir("/tmp", "alice", 1002, job, 1)
+    second = make_temp_dir("/tmp", "alice", 1002, job, 1)
+    assert first != second  # the same job and node never gets a name twice
+    assert first.name.startswith(f"shopfloor-ray-alice-{job}-1-")
+    assert first.stat().st_mode & 0o777 == 0o700
+    assert len(str(first)) <= raynode.MAX_TEMP_DIR_LENGTH
+    long_name = make_temp_dir("/tmp", "a" * 32, 1002, job, 0)
+    assert long_name.name.startswith(f"shopfloor-ray-1002-{job}-0-")
     with pytest.raises(LaunchError, match="too long"):
-        temp_dir_for("/" + "x" * 60, "alice", 1002, "41", 0)
+        make_temp_dir("/" + "x" * 40, "alice", 1002, job, 0)
 
 
-def test_private_dir_is_700_and_refuses_squatters(tmp_path: Path) -> None:
-    mine = make_private_dir(tmp_path / "mine")
-    assert mine.stat().st_mode & 0o777 == 0o700
-    assert make_private_dir(mine) == mine  # a second task on the same machine
-    (tmp_path / "target").mkdir()
-    (tmp_path / "link").symlink_to(tmp_path / "target")
+def test_a_squatted_or_predicted_name_is_never_used(job_in_tmp: str, tmp_path: Path) -> None:
+    job = job_in_tmp
+    # What the old launcher would have used, made first (and a link to a folder we hold).
+    Path(f"/tmp/shopfloor-ray-alice-{job}-0").mkdir()
+    (tmp_path / "bait").mkdir()
+    Path(f"/tmp/shopfloor-ray-alice-{job}-0-").symlink_to(tmp_path / "bait")
+    made = make_temp_dir("/tmp", "alice", 1002, job, 0)
+    assert not made.is_symlink() and made.parent == Path("/tmp")
+    assert made.name.startswith(f"shopfloor-ray-alice-{job}-0-") and len(made.name) > len(
+        f"shopfloor-ray-alice-{job}-0-")
+    assert list((tmp_path / "bait").iterdir()) == []
+
+
+def test_temp_root_must_be_one_other_users_cannot_change(tmp_path: Path) -> None:
+    open_root = tmp_path / "open"
+    open_root.mkdir()
+    os.chmod(open_root, 0o777)  # world-writable, not sticky: others could rename ours
+    with pytest.raises(LaunchError, match="cannot change"):
+        check_temp_root(open_root)
+    (tmp_path / "link").symlink_to(Path("/tmp"))
+    with pytest.raises(LaunchError, match="cannot change"):
+        check_temp_root(tmp_path / "link")
+    check_temp_root(Path("/tmp"))  # root-owned and sticky
+
+
+def test_private_dir_check_refuses_links_open_and_foreign_folders(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    assert check_private_dir(mine) == mine
+    (tmp_path / "link").symlink_to(mine)
     with pytest.raises(LaunchError, match="not your folder"):
-        make_private_dir(tmp_path / "link")
+        check_private_dir(tmp_path / "link")
     (tmp_path / "open").mkdir(mode=0o755)
     os.chmod(tmp_path / "open", 0o755)
     with pytest.raises(LaunchError, match="open to other users"):
-        make_private_dir(tmp_path / "open")
+        check_private_dir(tmp_path / "open")
     if os.getuid() == 0:
         other = tmp_path / "squatted"
         other.mkdir(mode=0o700)
         os.chown(other, 1003, 1003)
         with pytest.raises(LaunchError, match="not your folder"):
-            make_private_dir(other)
+            check_private_dir(other)
+
+
+def test_ports_are_free_on_every_address_not_only_the_node_address() -> None:
+    # Someone's kernel holds many ports on 127.0.0.1 only; Ray binds 0.0.0.0 and 127.0.0.1.
+    held = []
+    try:
+        for _ in range(300):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            held.append(sock)
+        taken = {sock.getsockname()[1] for sock in held}
+        for _ in range(20):
+            ports = pick_ports(raynode.NODE_PORTS + raynode.HEAD_PORTS)
+            assert len(set(ports.values())) == len(ports)
+            assert not taken & set(ports.values())
+    finally:
+        for sock in held:
+            sock.close()
+
+
+GCS_BIND_ERROR = (
+    "[2026-11-30 08:27:40,645 C 7001 7001] (gcs_server) grpc_server.cc:134: Check failed: "
+    "server_ Failed to start the grpc server. The specified port is 37889. This means ..."
+)
+
+
+def test_a_failed_start_is_explained_and_a_taken_port_is_recognised(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "gcs_server.err").write_text("E1130 UNKNOWN:No address added\n" + GCS_BIND_ERROR)
+    output = ["Local node IP: 127.0.2.1\n", "RuntimeError: Failed to start GCS.\n"]
+    reason, port_taken = explain_failure(output, logs)
+    assert port_taken and reason == "a port Ray needed (37889) was already in use on the node"
+    reason, port_taken = explain_failure(["ValueError: bad memory value\n"], tmp_path / "none")
+    assert not port_taken and reason == "Ray exited: ValueError: bad memory value"
 
 
 def _command(role: str) -> list[str]:
