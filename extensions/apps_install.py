@@ -1,9 +1,10 @@
 """Hub-side registration of the ``apps`` service (called by ``install``).
 
-Adds the managed service, a role that lets it read users and groups (to check audiences and
-viewers' groups), lets every user open it (``access:services!service=apps``, which OAuth and
-users' own tokens need), and lets session tokens reach it, so that the Python API and
-``shopfloor apps`` work from inside a session.
+Adds the managed service; the ``apps-viewer`` OAuth client that logs viewers in on the apps'
+own origin (``apps.origin_url``); a role that lets the service read users and groups (to check
+audiences and viewers' groups); lets every user open both (``access:services!service=apps``
+and ``...=apps-viewer``, which OAuth and users' own tokens need), and lets session tokens reach
+the service, so that the Python API and ``shopfloor apps`` work from inside a session.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shopfloor.extensions.apps_service import SERVICE_NAME, apps_service_config
+from shopfloor.extensions.apps_service import (
+    SERVICE_NAME,
+    VIEWER_SERVICE,
+    apps_service_config,
+    viewer_client_config,
+)
 from shopfloor.site import SiteConfig
 
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
+#: Viewers log in on the app origin through this OAuth client.
+VIEWER_ACCESS_SCOPE = f"access:services!service={VIEWER_SERVICE}"
 #: JupyterHub's default scopes of $JUPYTERHUB_API_TOKEN (the "server" role), used when
 #: install() set none.
 _SERVER_ROLE_SCOPES = ["users:activity!user", "access:servers!server"]
@@ -46,8 +54,10 @@ def _role(roles: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
 
 def install_apps(c: Any, site: SiteConfig, site_source: str | None) -> None:
     """Register the apps service with JupyterHub (additive to whatever is configured)."""
-    services = [s for s in _configured(c.JupyterHub, "services") if s.get("name") != SERVICE_NAME]
-    c.JupyterHub.services = [*services, apps_service_config(site, _site_file(site, site_source))]
+    services = [s for s in _configured(c.JupyterHub, "services")
+                if s.get("name") not in (SERVICE_NAME, VIEWER_SERVICE)]
+    c.JupyterHub.services = [*services, apps_service_config(site, _site_file(site, site_source)),
+                             viewer_client_config(site)]
     roles = _configured(c.JupyterHub, "load_roles")
     roles.append({
         "name": "shopfloor-apps-service",
@@ -57,9 +67,10 @@ def install_apps(c: Any, site: SiteConfig, site_source: str | None) -> None:
     })
     user_role = _role(roles, "user")
     if user_role is None:
-        roles.append({"name": "user", "scopes": ["self", ACCESS_SCOPE]})
+        roles.append({"name": "user", "scopes": ["self", ACCESS_SCOPE, VIEWER_ACCESS_SCOPE]})
     else:
-        user_role["scopes"] = [*user_role.get("scopes", ["self"]), ACCESS_SCOPE]
+        user_role["scopes"] = [*user_role.get("scopes", ["self"]), ACCESS_SCOPE,
+                               VIEWER_ACCESS_SCOPE]
     c.JupyterHub.load_roles = roles
     scopes = _configured(c.ShopfloorSpawner, "server_token_scopes") or _SERVER_ROLE_SCOPES
     if ACCESS_SCOPE not in scopes:

@@ -26,6 +26,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from shopfloor.appjob import SECRET_ENV, SECRET_HEADER
 from shopfloor.apps import App, AppStore
 from shopfloor.clusterinfo import ClusterInfo
+from shopfloor.extensions.spawner import describe_pending
 from shopfloor.jobscript import JobSpec, build_script
 from shopfloor.jobwatch import JobState, JobWatcher
 from shopfloor.resources import RequestError, RequestPolicy, UserContext
@@ -36,6 +37,22 @@ from shopfloor.timeutil import parse_walltime
 log = logging.getLogger(__name__)
 #: Seconds after a failed start during which visits show the failure instead of retrying.
 RETRY_AFTER = 15.0
+#: Seconds a kernel given to a viewer may stay without a connected page (a reload, a network
+#: hiccup, a page that never connected) before the service shuts it down.
+UNCONNECTED_GRACE = 60.0
+
+
+@dataclass
+class KernelClaim:
+    """A kernel the service gave to one viewer: only that viewer may reach it."""
+
+    viewer: str  #: ``user:<name>`` or ``anonymous:<browser id>``
+    sockets: int = 0  #: open kernel websockets
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def unconnected_for(self, now: float) -> float:
+        """Seconds without a connected page (0 while one is connected)."""
+        return 0.0 if self.sockets > 0 else now - self.last_seen
 
 
 @dataclass
@@ -56,6 +73,8 @@ class Run:
     failed_at: float = 0.0
     last_activity: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    #: Kernel id -> the viewer it was given to (placeholders while a page renders).
+    kernels: dict[str, KernelClaim] = field(default_factory=dict)
 
     @property
     def upstream(self) -> str:
@@ -63,6 +82,22 @@ class Run:
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def owns(self, kernel_id: str, viewer: str) -> bool:
+        """Whether ``kernel_id`` was given to ``viewer`` (unknown ids belong to nobody)."""
+        claim = self.kernels.get(kernel_id)
+        return claim is not None and claim.viewer == viewer
+
+    def over_capacity(self, viewer: str, per_viewer: int, per_app: int) -> str | None:
+        """Why ``viewer`` may not have one more kernel here, in the viewer's words, or None."""
+        mine = sum(1 for c in self.kernels.values() if c.viewer == viewer)
+        if mine >= per_viewer:
+            return (f"You have this app open {mine} times, the most allowed; close one of its "
+                    "pages (or wait a minute) and reload.")
+        if len(self.kernels) >= per_app:
+            return (f"This app serves as many viewers as it can ({per_app}); try again in a "
+                    "few minutes.")
+        return None
 
 
 class AppRunner:
@@ -90,7 +125,7 @@ class AppRunner:
         return f"shopfloor-app-{self.tag}-{app.owner}-{app.slug}"[:120]
 
     def base_url(self, app: App) -> str:
-        return f"/services/apps/{app.owner}/{app.slug}/"
+        return self.base_url_of(app.key)
 
     async def validated_request(self, app: App, owner: UserContext) -> Any:
         """The stored compute request, checked again against today's policy and cluster."""
@@ -145,8 +180,8 @@ class AppRunner:
         try:
             request = await self.validated_request(app, owner)
             home = pwd.getpwnam(app.owner).pw_dir
-            await _mkdir_as(app.owner, self.site.slurm.job_log_dir.format(home=home,
-                                                                          user=app.owner))
+            await _private_dir_as(app.owner, self.site.slurm.job_log_dir.format(
+                home=home, user=app.owner))
             run.job_id = await self.slurm.sbatch(
                 self.job_script(app, request), user=app.owner,
                 secret_env={SECRET_ENV: run.secret},
@@ -178,7 +213,7 @@ class AppRunner:
                 return
             info = status.info
             if info and info.is_pending:
-                run.message = f"Waiting in the {partition} queue ({info.reason})"
+                run.message = describe_pending(info, None)
             elif info and info.is_running:
                 run.node = info.batch_host
                 run.message = f"Starting Voila on {run.node}"
@@ -262,6 +297,36 @@ class AppRunner:
                 stopped.append(run.key)
         return stopped
 
+    async def reclaim_kernels(self, grace: float = UNCONNECTED_GRACE) -> list[str]:
+        """Shut down viewers' kernels that have had no connected page for ``grace`` seconds
+        (a closed tab whose goodbye never arrived, a page fetched and never opened), so they
+        stop counting against the caps and stop costing memory on the node."""
+        reclaimed = []
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.state != "ready":
+                continue
+            for kernel_id, claim in list(run.kernels.items()):
+                if claim.unconnected_for(now) <= grace:
+                    continue
+                run.kernels.pop(kernel_id, None)
+                reclaimed.append(kernel_id)
+                try:
+                    await AsyncHTTPClient().fetch(
+                        f"{run.upstream}{self.base_url_of(run.key)}voila/api/shutdown/"
+                        f"{kernel_id}", method="POST", body=b"",
+                        headers={SECRET_HEADER: run.secret}, request_timeout=10,
+                        raise_error=False)
+                except OSError:
+                    pass  # the job is gone: its kernels went with it
+        if reclaimed:
+            log.info("apps: shut down %d kernel(s) without a connected page", len(reclaimed))
+        return reclaimed
+
+    @staticmethod
+    def base_url_of(key: str) -> str:
+        return f"/services/apps/{key}/"
+
     async def cancel_leftovers(self) -> None:
         """Cancel app jobs of this store left by an earlier service process (secrets lost)."""
         try:
@@ -303,9 +368,12 @@ def compute_options(raw: dict[str, Any], settings: Any) -> dict[str, Any]:
     return options
 
 
-async def _mkdir_as(user: str, path: str) -> None:
+async def _private_dir_as(user: str, path: str) -> None:
+    """Make the job log folder as its owner, private to them (0700) even if it existed: the
+    app's log names its node and port."""
     proc = await asyncio.create_subprocess_exec(
-        "sudo", "-n", "-u", user, "--", "mkdir", "-p", path,
+        "sudo", "-n", "-u", user, "--", "sh", "-c", 'mkdir -p -- "$1" && chmod 700 -- "$1"',
+        "sh", path,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()

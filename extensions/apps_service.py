@@ -5,16 +5,31 @@ Run by JupyterHub as a managed service (registered by :func:`apps_service_config
 
     python -m shopfloor.extensions.apps_service
 
-Routes (all under ``/services/apps/``):
+It listens twice. On the hub's origin (through the proxy, all under ``/services/apps/``):
 
-* ``/``: the gallery (filters ``mine``, ``shared``, ``all``; search ``q``).
-* ``/<owner>/<app>/...``: the app's stable URL, the same across versions. The service checks
-  the viewer's hub identity (OAuth) and the app's audience, starts the app's Slurm job on the
-  first visit (a progress page shows the way), then proxies pages and kernel websockets to the
-  job, adding the per-run secret the job requires. Viewers' cookies and tokens never reach it.
+* ``/``: the gallery (filters ``mine``, ``shared``, ``all``; search ``q``). It shows only our
+  own templates; its cards link to the app origin.
 * ``/api/apps``: list (GET) and publish (POST); ``/api/apps/<owner>/<app>``: one app (GET),
   unpublish (DELETE); ``.../rollback`` (POST), ``.../status`` (GET); ``/api/thumbnails/...``.
 * ``/api/callback/<owner>/<app>``: the app job reports its port (authenticated by the secret).
+* ``/<owner>/<app>/...``: redirects to the same path on the app origin.
+
+On the apps' own origin (``apps.origin_url``, another host name than the hub's, so app pages
+never see the hub's cookies or xsrf token; every answer carries a strict
+Content-Security-Policy):
+
+* ``/services/apps/<owner>/<app>/...``: the app's stable URL, the same across versions. The
+  service checks the viewer's hub identity (OAuth, through the ``apps-viewer`` client whose
+  redirect URI is on this origin) and the app's audience, starts the app's Slurm job on the
+  first visit (a progress page shows the way), then proxies pages and kernel websockets to the
+  job, adding the per-run secret the job requires. Viewers' cookies and tokens never reach it.
+  Each kernel belongs to the viewer whose page it rendered: requests for it from anyone else
+  answer 404, as do Voila's page overrides (``?template=``, ``?theme=``: refused with 400).
+  Kernels per viewer and per app are capped (``apps.max_kernels_per_viewer``,
+  ``apps.max_kernels_per_app``).
+* ``/services/apps/api/apps/<owner>/<app>/status``: the progress page's polling.
+
+A private app answers a viewer who may not open it exactly like a missing one (404).
 """
 
 from __future__ import annotations
@@ -27,42 +42,58 @@ import os
 import posixpath
 import pwd
 import re
+import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import httpclient, ioloop, web, websocket
 from tornado.httputil import HTTPHeaders
 
-from shopfloor.appjob import SECRET_HEADER
+from shopfloor.appjob import KERNEL_ID, SECRET_HEADER, RedactKernelIds
 from shopfloor.apps import (
     App,
     AppInputError,
     AppNotFound,
+    AppOrigin,
     AppStore,
+    app_origin,
     can_view,
     check_audience,
     gallery,
     read_as_user,
     validate_publish,
 )
-from shopfloor.extensions.apps_runner import AppRunner, compute_options
+from shopfloor.extensions.apps_runner import AppRunner, KernelClaim, compute_options
 from shopfloor.resources import RequestError, UserContext
-from shopfloor.site import SiteConfig, load_site
+from shopfloor.site import SiteConfig, SiteConfigError, load_site
 from shopfloor.slurm import SlurmError
 
 log = logging.getLogger("shopfloor.apps")
 SERVICE_NAME = "apps"
+#: The OAuth client (an API-less hub service) that logs viewers in on the app origin: a hub
+#: OAuth client has exactly one redirect URI, and the gallery's is on the hub's origin.
+VIEWER_SERVICE = "apps-viewer"
 PREFIX = f"/services/{SERVICE_NAME}"
+#: Anonymous viewers of public apps are told apart by this (signed) cookie of the app origin.
+VIEWER_COOKIE = "shopfloor-app-viewer"
+#: Paths of the app job that name a kernel: only the viewer it was given to may use them.
+_KERNEL_PATH = re.compile(
+    r"(?:api/kernels|voila/query|voila/api/shutdown|voila/execution)/(?P<kernel>[^/?]+)(?:/.*)?")
+#: Voila's page overrides: each renders with a fresh kernel outside the preheated pool.
+_OVERRIDES = ("template", "theme")
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _APP = rf"(?P<owner>{_SEGMENT})/(?P<slug>[a-z0-9][a-z0-9-]{{0,39}})"
 #: Request headers that never travel to an app job: viewers' credentials and hop-by-hop ones.
 _DROP_REQUEST = {"cookie", "authorization", "host", "connection", "upgrade", "keep-alive",
                  "proxy-authorization", "te", "trailer", "transfer-encoding", "origin",
-                 SECRET_HEADER.lower(), "x-forwarded-for", "x-xsrftoken"}
+                 SECRET_HEADER.lower(), "x-forwarded-for", "x-xsrftoken",
+                 # plain bodies: the service reads the kernel id from the rendered page
+                 "accept-encoding"}
 _DROP_RESPONSE = {"set-cookie", "connection", "keep-alive", "transfer-encoding",
                   "content-length", "server", "date"}
 TEMPLATES = Path(__file__).with_name("templates")
@@ -118,6 +149,15 @@ class _Access(HubOAuthenticated):
     request: Any
 
     @property
+    def hub_auth(self) -> HubOAuth:
+        """The OAuth client of the origin this handler serves (hub's or the apps')."""
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, auth: HubOAuth) -> None:
+        raise AttributeError("set hub_auth in the application's settings")
+
+    @property
     def site(self) -> SiteConfig:
         return self.settings["site"]
 
@@ -149,31 +189,72 @@ class _Access(HubOAuthenticated):
             return None
         return await self.hub.user_context(model)
 
+    def not_found(self, owner: str, slug: str) -> web.HTTPError:
+        """The one answer for a missing app and for one the caller may not open."""
+        return web.HTTPError(404, f"There is no app {owner}/{slug}.")
+
     def app_or_404(self, owner: str, slug: str) -> App:
         try:
             return self.store.get(owner, slug)
         except AppNotFound:
-            raise web.HTTPError(404, f"There is no app {owner}/{slug}.") from None
+            raise self.not_found(owner, slug) from None
 
     async def visible_app(self, owner: str, slug: str) -> tuple[App, UserContext | None]:
-        """The app if the caller may open it; 403 (logged-in) or login redirect otherwise."""
-        app = self.app_or_404(owner, slug)
+        """The app if the caller may open it. Otherwise a login redirect (a page asked for
+        without login) or 404, the same whether the app exists or not: nobody learns which
+        private apps exist."""
         viewer = await self.viewer()
-        if can_view(app, viewer, allow_public=self.site.apps.allow_public):
+        try:
+            app: App | None = self.store.get(owner, slug)
+        except AppNotFound:
+            app = None
+        if app is not None and can_view(app, viewer, allow_public=self.site.apps.allow_public):
             return app, viewer
         if viewer is None and self.request.method == "GET" and not self._is_api():
             self.redirect(self.get_login_url())
             raise web.Finish()
-        raise web.HTTPError(403, "You may not open this app; ask its owner to share it with you.")
+        raise self.not_found(owner, slug)
+
+    def viewer_key(self, viewer: UserContext | None) -> str | None:
+        """Who holds a kernel: the hub user, or an anonymous browser of a public app (told
+        apart by a signed cookie); None for a browser without one."""
+        if viewer is not None:
+            return f"user:{viewer.name}"
+        raw = self.get_secure_cookie(VIEWER_COOKIE, max_age_days=1)  # type: ignore[attr-defined]
+        return f"anonymous:{raw.decode()}" if raw else None
+
+    def new_viewer_key(self, viewer: UserContext | None) -> str:
+        """:meth:`viewer_key`, giving an anonymous browser its cookie when it has none."""
+        known = self.viewer_key(viewer)
+        if known is not None:
+            return known
+        browser = secrets.token_urlsafe(16)
+        self.set_secure_cookie(  # type: ignore[attr-defined]
+            VIEWER_COOKIE, browser, expires_days=None, httponly=True, samesite="Lax",
+            path=f"{PREFIX}/")
+        return f"anonymous:{browser}"
 
     def _is_api(self) -> bool:
         return self.request.path.startswith(f"{PREFIX}/api/") or isinstance(
             self, websocket.WebSocketHandler)
 
 
-
 class _Base(_Access, web.RequestHandler):
     """Page and API handlers: JSON answers, error pages in plain words."""
+
+    def set_default_headers(self) -> None:
+        origin: AppOrigin | None = self.settings.get("origin")
+        if origin is not None:  # the app origin: owners' code runs here
+            self.set_header("Content-Security-Policy", origin.content_security_policy())
+            self.set_header("X-Frame-Options", "DENY")
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("Referrer-Policy", "no-referrer")
+
+    def page(self, name: str, **context: Any) -> str:
+        """One of our templates, with links back to the hub where pages live on the app
+        origin."""
+        return render(name, prefix=PREFIX, hub_url=self.settings.get("hub_url", ""),
+                      **context)
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -187,8 +268,7 @@ class _Base(_Access, web.RequestHandler):
         if self._is_api():
             self.finish(json.dumps({"status": status_code, "message": message}))
         else:
-            self.finish(render("apps_error.html", status=status_code, message=message,
-                               prefix=PREFIX))
+            self.finish(self.page("apps_error.html", status=status_code, message=message))
 
 
 def render(name: str, **context: Any) -> str:
@@ -210,9 +290,10 @@ class GalleryHandler(_Base):
         search = self.get_argument("q", "")[:100]
         apps = gallery(self.store.all(), viewer, allow_public=self.site.apps.allow_public,
                        which=which, search=search)
-        self.finish(render("apps_gallery.html", apps=[a.summary() for a in apps],
-                           which=which, q=search, user=viewer.name, prefix=PREFIX,
-                           site_name=self.site.name))
+        self.finish(self.page("apps_gallery.html", apps=[a.summary() for a in apps],
+                              which=which, q=search, user=viewer.name,
+                              app_base=f"{self.settings['origin_url']}{PREFIX}",
+                              site_name=self.site.name))
 
 
 class AppListHandler(_Base):
@@ -242,7 +323,8 @@ class AppListHandler(_Base):
             self.write_json({"message": str(exc), "problems": exc.problems}, 400)
             return
         await self.runner.stop(app.key)
-        self.write_json({"app": app.summary(), "url": f"{PREFIX}/{app.key}/"}, 201)
+        self.write_json({"app": app.summary(),
+                         "url": f"{self.settings['origin_url']}{PREFIX}/{app.key}/"}, 201)
 
     async def publish(self, owner: UserContext, raw: Any) -> App:
         try:
@@ -288,7 +370,7 @@ class AppApiHandler(_Base):
             if caller is not None and can_view(app, caller,
                                                allow_public=self.site.apps.allow_public):
                 raise web.HTTPError(403, "Only the app's owner may change it.")
-            raise web.HTTPError(404, f"There is no app {owner}/{slug}.")
+            raise self.not_found(owner, slug)
         return app
 
     @web.authenticated
@@ -402,33 +484,85 @@ def _app_path(path: str) -> str:
     return posixpath.normpath("/" + path).lstrip("/") if path else ""
 
 
+def _kernel_in(path: str) -> str | None:
+    """The kernel id a path of the app job names, if any."""
+    match = _KERNEL_PATH.fullmatch(path)
+    return match.group("kernel") if match else None
+
+
+def _rendered_kernel(page: bytes) -> str | None:
+    """The kernel id Voila put in a rendered page (its page config's ``kernelId``)."""
+    match = re.search(rb'"kernelId":\s*"(' + KERNEL_ID.pattern.encode() + rb')"', page)
+    return match.group(1).decode() if match else None
+
+
 class AppProxyHandler(_Base):
-    """The app's stable URL: check who may view, start on demand, proxy to the job."""
+    """The app's stable URL on the app origin: check who may view, start on demand, proxy to
+    the job; kernels only for the viewer they were given to, and only so many."""
 
     async def _handle(self, owner: str, slug: str, path: str) -> None:
         app, viewer = await self.visible_app(owner, slug)
         path = _app_path(path)
+        if path == "" and any(k in self.request.query_arguments for k in _OVERRIDES):
+            raise web.HTTPError(400, "This app is shown as its owner published it; remove "
+                                "the template and theme parameters from the address.")
         run = self.runner.run_for(app)
         if run is None or run.state in ("failed", "stopped") or run.state == "starting":
-            if self.request.method != "GET":
+            if self.request.method != "GET" or path != "":
                 raise web.HTTPError(503, "The app is not running; open its page to start it.")
             if run is None or run.state != "starting":
                 run, started = self.runner.ensure_started(app, await self.owner_context(app))
                 if started:
                     self.store.record_visit(app, viewer.name if viewer else None, started=True)
             self.set_status(202 if run.state != "failed" else 503)
-            self.finish(render("apps_progress.html", app=app.summary(), prefix=PREFIX,
-                               state=run.state, message=run.message))
+            self.finish(self.page("apps_progress.html", app=app.summary(), state=run.state,
+                                  message=run.message))
             return
         run.touch()
-        if path == "" and self.request.method == "GET" and run.state == "ready":
-            self.store.record_visit(app, viewer.name if viewer else None)
+        kernel = _kernel_in(path)
+        if kernel is not None or path.startswith("api/"):
+            who = self.viewer_key(viewer)
+            if kernel is None or who is None or not run.owns(kernel, who):
+                # Unknown, foreign and pool kernels alike: nothing to learn from the answer.
+                raise web.HTTPError(404, "There is no such kernel.")
+            response = await self.forward(run, app, path)
+            if response.code < 300 and (
+                    (self.request.method == "POST" and path.startswith("voila/api/shutdown/"))
+                    or (self.request.method == "DELETE" and path == f"api/kernels/{kernel}")):
+                run.kernels.pop(kernel, None)
+            return
+        if path == "" and self.request.method == "GET":
+            await self.render_page(run, app, viewer)
+            return
         await self.forward(run, app, path)
+
+    async def render_page(self, run: Any, app: App, viewer: UserContext | None) -> None:
+        """Render the app with a kernel that from now on belongs to this viewer alone."""
+        who = self.new_viewer_key(viewer)
+        settings = self.site.apps
+        refusal = run.over_capacity(who, settings.max_kernels_per_viewer,
+                                    settings.max_kernels_per_app)
+        if refusal:
+            log.warning("apps: %s refused a page of %s: kernel cap reached", who, app.key)
+            raise web.HTTPError(429 if refusal.startswith("You") else 503, refusal)
+        # A placeholder holds the viewer's place while the page renders (two tabs at once
+        # must not both slip under the cap).
+        placeholder = f"rendering-{secrets.token_hex(8)}"
+        run.kernels[placeholder] = KernelClaim(who)
+        try:
+            response = await self.forward(run, app, "")
+        finally:
+            run.kernels.pop(placeholder, None)
+        kernel = _rendered_kernel(response.body or b"")
+        if kernel is not None and run is self.runner.run_for(app):
+            run.kernels[kernel] = KernelClaim(who)
+        if response.code == 200:
+            self.store.record_visit(app, viewer.name if viewer else None)
 
     async def owner_context(self, app: App) -> UserContext:
         return await self.hub.user_context({"name": app.owner})
 
-    async def forward(self, run: Any, app: App, path: str) -> None:
+    async def forward(self, run: Any, app: App, path: str) -> httpclient.HTTPResponse:
         headers = HTTPHeaders()
         for name, value in self.request.headers.get_all():
             if name.lower() not in _DROP_REQUEST:
@@ -450,10 +584,12 @@ class AppProxyHandler(_Base):
                                 "it.") from None
         self.set_status(response.code, response.reason)
         self._headers = HTTPHeaders()
+        self.set_default_headers()
         for name, value in response.headers.get_all():
             if name.lower() not in _DROP_RESPONSE:
                 self.add_header(name, value)
         self.finish(response.body or b"")
+        return response
 
     async def get(self, owner: str, slug: str, path: str) -> None:
         await self._handle(owner, slug, path)
@@ -466,22 +602,31 @@ class AppProxyHandler(_Base):
 
 
 class AppSocketProxy(_Access, websocket.WebSocketHandler):
-    """Kernel and request-info websockets of an app, proxied with the secret added."""
+    """Kernel and request-info websockets of an app, proxied with the secret added, for the
+    viewer the kernel was given to only."""
 
     upstream: websocket.WebSocketClientConnection | None = None
     run: Any = None
+    claim: KernelClaim | None = None
 
     async def get(self, owner: str, slug: str, path: str) -> None:
-        app, _ = await self.visible_app(owner, slug)
+        app, viewer = await self.visible_app(owner, slug)
         run = self.runner.run_for(app)
         if run is None or run.state != "ready":
             raise web.HTTPError(503, "The app is not running; reload its page.")
+        self.path = _app_path(path)
+        kernel, who = _kernel_in(self.path), self.viewer_key(viewer)
+        if kernel is None or who is None or not run.owns(kernel, who):
+            raise web.HTTPError(404, "There is no such kernel.")
         self.run = run
         self.app_key = app.key
-        self.path = _app_path(path)
+        if self.path.endswith("/channels"):
+            self.claim = run.kernels[kernel]
         await super().get(owner, slug, path)
 
     async def open(self, owner: str, slug: str, path: str) -> None:
+        if self.claim is not None:
+            self.claim.sockets += 1
         url = f"ws://{self.run.address}:{self.run.port}{PREFIX}/{self.app_key}/{self.path}"
         if self.request.query:
             url += "?" + self.request.query
@@ -511,15 +656,44 @@ class AppSocketProxy(_Access, websocket.WebSocketHandler):
             await self.upstream.write_message(message, binary=isinstance(message, bytes))
 
     def on_close(self) -> None:
+        if self.claim is not None:
+            self.claim.sockets = max(0, self.claim.sockets - 1)
+            self.claim.last_seen = time.monotonic()
+            self.claim = None
         if self.upstream is not None:
             self.upstream.close()
 
 
+class ToAppOrigin(web.RequestHandler):
+    """Old and hand-typed app links on the hub's origin go to the app origin."""
+
+    def get(self, owner: str, slug: str, path: str) -> None:
+        target = f"{self.settings['origin_url']}{PREFIX}/{owner}/{slug}/{path}"
+        self.redirect(target + ("?" + self.request.query if self.request.query else ""))
+
+
+class ToGallery(web.RequestHandler):
+    """Anything else on the app origin: the gallery, on the hub."""
+
+    def get(self) -> None:
+        self.redirect(f"{self.settings['hub_url']}{PREFIX}/")
+
+
+class OriginOAuthCallback(_Access, HubOAuthCallbackHandler):
+    """OAuth callback of the ``apps-viewer`` client, on the app origin."""
+
+
+class HubOAuthCallback(_Access, HubOAuthCallbackHandler):
+    """OAuth callback of the ``apps`` client (the gallery), on the hub's origin."""
+
+
 def make_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
-             cookie_secret: bytes) -> web.Application:
+             cookie_secret: bytes, origin: AppOrigin | None = None,
+             hub_auth: HubOAuth | None = None) -> web.Application:
+    """The service on the hub's origin: gallery, API, the jobs' callback."""
     handlers: list[Any] = [
         (rf"{PREFIX}/?", GalleryHandler),
-        (rf"{PREFIX}/oauth_callback", HubOAuthCallbackHandler),
+        (rf"{PREFIX}/oauth_callback", HubOAuthCallback),
         (rf"{PREFIX}/api/apps", AppListHandler),
         (rf"{PREFIX}/api/apps/{_APP}", AppApiHandler),
         (rf"{PREFIX}/api/apps/{_APP}/rollback", RollbackHandler),
@@ -527,20 +701,77 @@ def make_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
         (rf"{PREFIX}/api/apps/{_APP}/status", StatusHandler),
         (rf"{PREFIX}/api/thumbnails/{_APP}", ThumbnailHandler),
         (rf"{PREFIX}/api/callback/{_APP}", CallbackHandler),
+        (rf"{PREFIX}/{_APP}/(?P<path>.*)", ToAppOrigin),
+    ]
+    origin = origin or app_origin(site.hub.bind_url, site.apps)
+    return web.Application(
+        handlers, site=site, hub=hub, runner=runner, store=store, cookie_secret=cookie_secret,
+        xsrf_cookies=False, origin_url=origin.url, hub_url="",
+        hub_auth=hub_auth or HubOAuth.instance(), log_function=_log_request,
+    )
+
+
+def make_origin_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
+                    cookie_secret: bytes, origin: AppOrigin,
+                    hub_auth: HubOAuth) -> web.Application:
+    """The service on the app origin: app pages, their kernels, the viewers' OAuth."""
+    handlers: list[Any] = [
+        (rf"{PREFIX}/oauth_callback", OriginOAuthCallback),
+        (rf"{PREFIX}/api/apps/{_APP}/status", StatusHandler),
         (rf"{PREFIX}/{_APP}/(?P<path>api/kernels/[^/]+/channels|voila/query/[^/]+)",
          AppSocketProxy),
         (rf"{PREFIX}/{_APP}/(?P<path>.*)", AppProxyHandler),
+        (r"/.*", ToGallery),
     ]
     return web.Application(
         handlers, site=site, hub=hub, runner=runner, store=store, cookie_secret=cookie_secret,
-        xsrf_cookies=False, websocket_ping_interval=30,
+        xsrf_cookies=False, websocket_ping_interval=30, origin=origin, origin_url=origin.url,
+        hub_url=_public_hub(site), hub_auth=hub_auth, log_function=_log_request,
+    )
+
+
+def _public_hub(site: SiteConfig) -> str:
+    url = urlparse(site.hub.bind_url)
+    return f"{url.scheme}://{url.netloc}"
+
+
+_access_log = logging.getLogger("tornado.access")
+_redact = RedactKernelIds()
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    """Tornado's request log line without kernel ids (paths of kernel requests name them)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    path = KERNEL_ID.sub("<kernel>", request.path)
+    _access_log.log(level, "%d %s %s %.1fms", status, request.method, path,
+                    1000 * request.request_time())
+
+
+def viewer_oauth_secret_file(site: SiteConfig) -> Path:
+    """The ``apps-viewer`` OAuth client's secret (made by the hub side, read by the service)."""
+    return Path(site.hub.state_dir) / "apps_viewer_oauth_secret"
+
+
+def viewer_oauth(site: SiteConfig, origin: AppOrigin) -> HubOAuth:
+    """The OAuth client that logs viewers in on the app origin."""
+    return HubOAuth(
+        api_token=viewer_oauth_secret_file(site).read_text().strip(),
+        oauth_client_id=f"service-{VIEWER_SERVICE}",
+        oauth_redirect_uri=f"{origin.url}{PREFIX}/oauth_callback",
+        access_scopes={f"access:services!service={VIEWER_SERVICE}"},
+        hub_host=_public_hub(site), base_url=f"{PREFIX}/",
     )
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="[%(levelname)1.1s %(asctime)s apps] %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact)
     site = load_site(os.environ["SHOPFLOOR_SITE"])
+    origin = app_origin(site.hub.bind_url, site.apps)
     store = AppStore(site.apps.store_dir or Path(site.hub.state_dir).parent / "apps", site.apps)
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     runner = AppRunner(site, store, f"{url.scheme}://{url.netloc}{PREFIX}")
@@ -549,14 +780,24 @@ def main() -> None:
     if not secret_file.exists():
         secret_file.write_bytes(os.urandom(32))
         secret_file.chmod(0o600)
-    app = make_app(site, hub, runner, store, secret_file.read_bytes())
+    cookie_secret = secret_file.read_bytes()
+    app = make_app(site, hub, runner, store, cookie_secret, origin)
     app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
+    pages = make_origin_app(site, hub, runner, store, cookie_secret, origin,
+                            viewer_oauth(site, origin))
+    # Behind a TLS proxy (origin_bind_url set) the proxy's forwarded headers count.
+    pages.listen(origin.bind_port, origin.bind_host, xheaders=bool(site.apps.origin_bind_url))
     loop = ioloop.IOLoop.current()
     loop.add_callback(runner.cancel_leftovers)
     interval = max(1.0, min(30.0, site.apps.idle_stop_minutes * 60 / 4))
-    ioloop.PeriodicCallback(runner.stop_idle, interval * 1000).start()
-    log.info("apps service on %s (store %s, idle stop %g min)", url.netloc, store.root,
-             site.apps.idle_stop_minutes)
+
+    async def housekeeping() -> None:
+        await runner.stop_idle()
+        await runner.reclaim_kernels()
+
+    ioloop.PeriodicCallback(housekeeping, interval * 1000).start()
+    log.info("apps service on %s, app pages on %s (store %s, idle stop %g min)", url.netloc,
+             origin.url, store.root, site.apps.idle_stop_minutes)
     try:
         loop.start()
     finally:
@@ -576,6 +817,28 @@ def apps_service_config(site: SiteConfig, site_file: str) -> dict[str, Any]:
         "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", "")},
         "oauth_no_confirm": True,
         "display": True,
+    }
+
+
+def viewer_client_config(site: SiteConfig) -> dict[str, Any]:
+    """The ``apps-viewer`` entry for ``c.JupyterHub.services``: an OAuth client (no URL, no
+    process) whose redirect URI is on the app origin. Raises :class:`SiteConfigError` when
+    ``apps.origin_url`` shares the hub's host."""
+    try:
+        origin = app_origin(site.hub.bind_url, site.apps)
+    except ValueError as exc:
+        raise SiteConfigError(str(exc)) from None
+    secret = viewer_oauth_secret_file(site)
+    if not secret.exists():
+        secret.write_text(secrets.token_hex(32))
+    secret.chmod(0o600)
+    return {
+        "name": VIEWER_SERVICE,
+        "oauth_client_id": f"service-{VIEWER_SERVICE}",
+        "oauth_redirect_uri": f"{origin.url}{PREFIX}/oauth_callback",
+        "api_token": secret.read_text().strip(),
+        "oauth_no_confirm": True,
+        "display": False,
     }
 
 

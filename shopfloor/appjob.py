@@ -20,7 +20,10 @@ import argparse
 import asyncio
 import hmac
 import json
+import logging
 import os
+import re
+import stat
 import sys
 import urllib.error
 import urllib.request
@@ -35,6 +38,47 @@ from shopfloor.extensions.singleuser import free_port, node_address
 
 SECRET_ENV = "SHOPFLOOR_APP_SECRET"
 SECRET_HEADER = "X-Shopfloor-App-Secret"
+#: A kernel id (Jupyter's UUIDs). Whoever learns one of a viewer's kernel ids could ask for
+#: that kernel, so they never reach a log: :class:`RedactKernelIds` blanks them.
+KERNEL_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                       r"[0-9a-fA-F]{12}")
+#: Seconds a viewer's kernel may sit without a connected page before Voila reclaims it.
+KERNEL_IDLE_SECONDS = 900
+
+
+class RedactKernelIds(logging.Filter):
+    """Replaces kernel ids in log records (Voila logs ``Kernel started: <id>``, tornado logs
+    request paths that name them) with ``<kernel>``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if KERNEL_ID.search(message):
+            record.msg, record.args = KERNEL_ID.sub("<kernel>", message), None
+        return True
+
+
+def redact_logs(*loggers: logging.Logger) -> None:
+    """Put :class:`RedactKernelIds` on every handler of the root logger and of ``loggers``."""
+    root = logging.getLogger()
+    if not root.handlers:
+        # Without one, records (tornado's request log) go to logging's last-resort handler,
+        # which no filter reaches.
+        logging.basicConfig(level=logging.WARNING, format="[%(levelname)1.1s %(name)s] %(message)s")
+    redact = RedactKernelIds()
+    for logger in (logging.getLogger(), *loggers):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactKernelIds) for f in handler.filters):
+                handler.addFilter(redact)
+
+
+def private_output() -> None:
+    """Make the job's log (our stdout and stderr, created by Slurm) readable by its owner only."""
+    for fd in (1, 2):
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchmod(fd, 0o600)
+        except OSError:
+            pass  # not ours to change (a terminal, a pipe): nothing to protect
 
 
 def require_secret(handler: type, secret: str) -> type:
@@ -65,6 +109,14 @@ class AppVoila(Voila):
 
     def init_handlers(self) -> list[Any]:
         return guard_handlers(super().init_handlers(), self.shopfloor_secret)
+
+    def init_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = super().init_settings()
+        # No browser reaches the job: every request comes from the apps service with the
+        # secret (which checks the viewer and drops cookies), so there is no cookie to forge
+        # requests with. Without this, the service's kernel shutdowns would be refused.
+        settings["disable_check_xsrf"] = True
+        return settings
 
     def start(self) -> None:
         tornado.ioloop.IOLoop.current().add_callback(self._report_port)
@@ -118,10 +170,15 @@ def voila_argv(notebook: str, base_url: str, address: str, port: int, pool_size:
         notebook, "--no-browser", f"--Voila.ip={address}", f"--port={port}",
         "--Voila.port_retries=0", f"--Voila.base_url={base_url}",
         "--VoilaConfiguration.strip_sources=True", "--VoilaConfiguration.show_tracebacks=False",
+        # ?template= and ?theme= would render with a fresh kernel each (the pool holds the
+        # default's); the apps service refuses them too.
+        "--VoilaConfiguration.allow_template_override=NO",
+        "--VoilaConfiguration.allow_theme_override=NO",
         f"--VoilaConfiguration.preheat_kernel={pool_size > 0}",
         f"--VoilaConfiguration.default_pool_size={max(pool_size, 0)}",
         # Kernels of viewers who left are reclaimed; the pool refills itself.
-        "--MappingKernelManager.cull_idle_timeout=900", "--MappingKernelManager.cull_interval=60",
+        f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_SECONDS}",
+        "--MappingKernelManager.cull_interval=60",
     ]
 
 
@@ -132,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--callback", required=True)
     parser.add_argument("--pool-size", type=int, default=1)
     args = parser.parse_args(argv)
+    private_output()
     secret = os.environ.pop(SECRET_ENV, "")
     if len(secret) < 32:
         sys.exit(f"shopfloor: ${SECRET_ENV} is missing: start apps through the apps service")
@@ -142,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     app.shopfloor_secret = secret
     app.shopfloor_callback = args.callback
     app.initialize(voila_argv(args.notebook, args.base_url, address, port, args.pool_size))
+    redact_logs(app.log, logging.getLogger("tornado.access"))
     app.start()
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from shopfloor.resources import UserContext
 from shopfloor.site import AppsSettings
@@ -696,14 +697,72 @@ def default_service_port(hub_api_port: int, settings: AppsSettings | None = None
     return hub_api_port + 10
 
 
+#: The demo's app origin: a second loopback address is a different host for browsers.
+DEMO_ORIGIN_HOST = "127.0.0.2"
+
+
+@dataclass(frozen=True)
+class AppOrigin:
+    """The apps' own origin: the URL viewers open and where the apps service listens for it."""
+
+    url: str  #: e.g. ``https://apps.example.org``, no trailing slash
+    bind_host: str
+    bind_port: int
+
+    @property
+    def websocket(self) -> str:
+        """The origin's websocket form (``ws://host:port``), for the CSP's ``connect-src``."""
+        return "ws" + self.url[len("http"):]
+
+    def content_security_policy(self) -> str:
+        """The policy of every app page: its own origin only, no framing, no plugins.
+
+        Scripts must stay inline-capable (Voila's pages and widget outputs are inline
+        scripts); what keeps owners' code in check is the origin itself (no hub cookies, no
+        hub xsrf token) and ``connect-src``, which allows no other host.
+        """
+        return "; ".join([
+            "default-src 'self'",
+            "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data: blob:",
+            "font-src 'self' data:",
+            f"connect-src 'self' {self.websocket}",
+            "worker-src 'self' blob:",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+            "base-uri 'none'",
+            "object-src 'none'",
+        ])
+
+
+def app_origin(hub_bind_url: str, settings: AppsSettings) -> AppOrigin:
+    """The app origin of a site, refusing one that shares the hub's host (and so its cookies).
+
+    Raises :class:`ValueError` naming ``apps.origin_url``.
+    """
+    hub = urlparse(hub_bind_url)
+    url = settings.origin_url or f"{hub.scheme}://{DEMO_ORIGIN_HOST}:{hub.port or 80}"
+    public = urlparse(url)
+    if (public.hostname or "").lower() == (hub.hostname or "").lower():
+        raise ValueError(
+            f"apps.origin_url {url!r} is on the hub's host {hub.hostname!r}: browsers would send "
+            "it the hub's cookies; use another host name, e.g. apps.example.org")
+    bind = urlparse(settings.origin_bind_url or url)
+    default_port = 443 if bind.scheme == "https" else 80
+    return AppOrigin(url.rstrip("/"), bind.hostname or "127.0.0.1", bind.port or default_port)
+
+
 __all__ = [
     "App",
     "AppInputError",
     "AppNotFound",
+    "AppOrigin",
     "AppStore",
     "AppVersion",
     "Audience",
     "PublishSpec",
+    "app_origin",
     "can_view",
     "first_figure",
     "gallery",

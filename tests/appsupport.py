@@ -15,6 +15,7 @@ import yaml
 from hubclient import HubClient
 from support import PORT_BASE, REPO, RunningHub, write_test_site
 
+from shopfloor.apps import app_origin
 from shopfloor.demo import Hub
 from shopfloor.site import load_site
 
@@ -48,6 +49,11 @@ def apps_hub(passwords: dict[str, str], **apps: object) -> Iterator[RunningHub]:
     finally:
         process.stop()
         cancel_app_jobs()
+
+
+def origin_of(hub: RunningHub) -> str:
+    """The app origin of ``hub`` (another host than the hub's: 127.0.0.2 here)."""
+    return app_origin(hub.site.hub.bind_url, hub.site.apps).url
 
 
 def wait_for_service(url: str, timeout: float = 60) -> None:
@@ -101,13 +107,17 @@ def service_login(client: HubClient) -> None:
 
 
 def wait_app_ready(client: HubClient | requests.Session, base: str, key: str,
-                   timeout: float = 180) -> requests.Response:
-    """Open the app's page until it serves the app (the first visit starts its job)."""
+                   timeout: float = 180, expect: int = 200) -> requests.Response:
+    """Open the app's page until it serves the app (the first visit starts its job).
+
+    ``base`` is the app origin; a logged-in client passes the hub's OAuth on the way."""
     http = client.http if isinstance(client, HubClient) else client
     deadline = time.monotonic() + timeout
     resp = None
     while time.monotonic() < deadline:
         resp = http.get(f"{base}/services/apps/{key}/")
+        if resp.status_code == expect != 200:
+            return resp
         if resp.status_code == 200 and "jupyter-widgets" in resp.text.lower():
             return resp
         if resp.status_code not in (200, 202):

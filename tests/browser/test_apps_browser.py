@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from appsupport import SHARE_GROUP, apps_hub, install_notebook, share_group
+from appsupport import SHARE_GROUP, apps_hub, install_notebook, origin_of, share_group
 from support import REPO, RunningHub
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
@@ -57,6 +57,7 @@ def test_bob_opens_shared_app_and_moves_the_slider(  # type: ignore[no-untyped-d
     # The first visit starts the app's Slurm job: a progress page, then the app itself.
     page.wait_for_selector(".widget-slider", timeout=120_000)
     assert re.search(r"/services/apps/alice/wave/$", page.url)
+    assert page.url.startswith(origin_of(ahub))  # the app's own origin, not the hub's
     assert page.locator("text=wave_svg(").count() == 0  # sources are stripped
     assert frequency(page) == "1"
     handle = page.locator(".widget-slider .noUi-handle").first

@@ -19,6 +19,7 @@ from appsupport import (
     apps_hub,
     install_notebook,
     kernel_id,
+    origin_of,
     service_login,
     share_group,
     wait_app_ready,
@@ -69,7 +70,7 @@ def test_publish_share_open_republish_rollback_cli(ahub: RunningHub, notebook: P
     assert resp.status_code == 201, resp.text
     app = resp.json()["app"]
     assert (app["version"], app["audience"], app["has_thumbnail"]) == (1, "groups", True)
-    assert resp.json()["url"] == "/services/apps/alice/wave/"
+    assert resp.json()["url"] == f"{origin_of(ahub)}/services/apps/alice/wave/"
 
     # The snapshot belongs to the service: alice can read it, not change it.
     store = next(Path(ahub.site.hub.state_dir).parent.glob("apps/alice/wave/v1"))
@@ -82,7 +83,8 @@ def test_publish_share_open_republish_rollback_cli(ahub: RunningHub, notebook: P
     bob = logged_in(ahub, "bob")
     gallery = bob.http.get(f"{ahub.url}/services/apps/?filter=shared").text
     assert 'data-app="alice/wave"' in gallery
-    page = wait_app_ready(bob, ahub.url, "alice/wave")
+    assert f'href="{origin_of(ahub)}/services/apps/alice/wave/"' in gallery
+    page = wait_app_ready(bob, origin_of(ahub), "alice/wave")
     assert "jupyter-widgets" in page.text.lower() and "wave_svg(" not in page.text  # stripped
     jobs = app_jobs("alice/wave")
     assert len(jobs) == 1 and jobs[0]["user"] == "alice" and jobs[0]["partition"] == "cpu"
@@ -122,23 +124,31 @@ def _gone_soon(key: str, timeout: float = 20) -> bool:
     return False
 
 
-def test_private_app_is_invisible_and_403_to_others(ahub: RunningHub, notebook: Path) -> None:
+def test_private_app_answers_like_a_missing_one(ahub: RunningHub, notebook: Path) -> None:
+    """A private app is invisible: bob gets the same 404 (status and body, with the name
+    swapped) as for an app that does not exist, on every route."""
     alice = ahub.client("alice")
     resp = publish(ahub, alice.token(), notebook, slug="secret-plans", audience="private")
     assert resp.status_code == 201, resp.text
     bob = logged_in(ahub, "bob")
+    origin = origin_of(ahub)
+    wait_app_ready(bob, origin, "alice/secret-plans", expect=404)  # logs bob in on the origin
     assert "alice/secret-plans" not in bob.http.get(f"{ahub.url}/services/apps/").text
-    assert bob.http.get(f"{ahub.url}/services/apps/alice/secret-plans/").status_code == 403
-    assert bob.http.get(
-        f"{ahub.url}/services/apps/api/apps/alice/secret-plans").status_code == 403
-    assert bob.http.get(
-        f"{ahub.url}/services/apps/api/thumbnails/alice/secret-plans").status_code == 403
+    for base, route in ((origin, "/services/apps/{}/"), (ahub.url, "/services/apps/api/apps/{}"),
+                        (ahub.url, "/services/apps/api/thumbnails/{}"),
+                        (origin, "/services/apps/api/apps/{}/status")):
+        private = bob.http.get(base + route.format("alice/secret-plans"))
+        missing = bob.http.get(base + route.format("alice/no-such-plans"))
+        assert private.status_code == missing.status_code == 404, route
+        assert private.text.replace("secret", "no-such") == missing.text, route
     listed = bob.api("GET", "/users/bob")  # sanity: bob is logged in to the hub
     assert listed.status_code == 200
-    # Not logged in: sent to the login page, never to the app.
-    anon = requests.get(f"{ahub.url}/services/apps/alice/secret-plans/", allow_redirects=False,
-                        timeout=30)
-    assert anon.status_code == 302 and "/hub/api/oauth2/authorize" in anon.headers["Location"]
+    # Not logged in: sent to the login page, never to the app, whether it exists or not.
+    for slug in ("secret-plans", "no-such-plans"):
+        anon = requests.get(f"{origin}/services/apps/alice/{slug}/", allow_redirects=False,
+                            timeout=30)
+        assert anon.status_code == 302, slug
+        assert anon.headers["Location"].startswith(f"{ahub.url}/hub/api/oauth2/authorize")
     assert not app_jobs("alice/secret-plans")
     # alice sees it under "mine".
     alice_view = logged_in(ahub, "alice").http.get(f"{ahub.url}/services/apps/?filter=mine")
@@ -150,7 +160,7 @@ def test_public_app_opens_without_login(ahub: RunningHub, notebook: Path) -> Non
     resp = publish(ahub, alice.token(), notebook, slug="public-wave", audience="public")
     assert resp.status_code == 201, resp.text
     anonymous = requests.Session()
-    page = wait_app_ready(anonymous, ahub.url, "alice/public-wave")
+    page = wait_app_ready(anonymous, origin_of(ahub), "alice/public-wave")
     assert "jupyter-widgets" in page.text.lower()
 
 
@@ -226,9 +236,9 @@ def test_viewer_cannot_execute_code_or_read_outside_snapshot(
                    names=["bob"], files=["logo.svg"])
     assert resp.status_code == 201, resp.text
     bob = logged_in(ahub, "bob")
-    page = wait_app_ready(bob, ahub.url, "alice/locked")
+    page = wait_app_ready(bob, origin_of(ahub), "alice/locked")
     kernel = kernel_id(page.text)
-    base = f"{ahub.url}/services/apps/alice/locked"
+    base = f"{origin_of(ahub)}/services/apps/alice/locked"
     cookies = "; ".join(f"{c.name}={c.value}" for c in bob.http.cookies)
     ws_url = base.replace("http://", "ws://") + f"/api/kernels/{kernel}/channels"
     replies = _kernel_messages(ws_url, cookies, kernel)
@@ -263,15 +273,15 @@ def test_idle_app_stops_and_restarts_on_next_visit(ahub: RunningHub, notebook: P
     resp = publish(ahub, alice.token(), notebook, slug="sleepy", audience="hub")
     assert resp.status_code == 201, resp.text
     bob = logged_in(ahub, "bob")
-    wait_app_ready(bob, ahub.url, "alice/sleepy")
+    wait_app_ready(bob, origin_of(ahub), "alice/sleepy")
     assert app_jobs("alice/sleepy")
     deadline = time.monotonic() + IDLE_MINUTES * 60 + 30
     while app_jobs("alice/sleepy") and time.monotonic() < deadline:
         time.sleep(1)
     assert not app_jobs("alice/sleepy"), "the idle app's job was not stopped"
-    first = bob.http.get(f"{ahub.url}/services/apps/alice/sleepy/")
+    first = bob.http.get(f"{origin_of(ahub)}/services/apps/alice/sleepy/")
     assert first.status_code == 202 and "Starting" in first.text
-    wait_app_ready(bob, ahub.url, "alice/sleepy")
+    wait_app_ready(bob, origin_of(ahub), "alice/sleepy")
     summary = logged_in(ahub, "alice").http.get(
         f"{ahub.url}/services/apps/api/apps/alice/sleepy").json()["app"]
     assert summary["viewers"] == 1 and summary["sessions"] >= 2

@@ -288,3 +288,72 @@ def test_publish_panel_sends_the_form_and_shows_refusals() -> None:
     panel.unpublish_button.click()
     assert [c[0] for c in client.calls[-2:]] == ["rollback", "unpublish"]
     assert panel.last is None
+
+
+def test_app_origin_is_another_host_with_a_strict_policy() -> None:
+    from shopfloor.apps import app_origin
+
+    demo = app_origin("http://127.0.0.1:8000", AppsSettings())
+    assert (demo.url, demo.bind_host, demo.bind_port) == ("http://127.0.0.2:8000", "127.0.0.2",
+                                                          8000)
+    policy = demo.content_security_policy()
+    for rule in ("default-src 'self'", "connect-src 'self' ws://127.0.0.2:8000",
+                 "frame-ancestors 'none'", "form-action 'self'", "base-uri 'none'",
+                 "object-src 'none'"):
+        assert rule in policy
+    site = app_origin("https://hub.example.org", AppsSettings(
+        origin_url="https://apps.example.org/", origin_bind_url="http://10.0.0.1:8443"))
+    assert (site.url, site.bind_host, site.bind_port, site.websocket) == (
+        "https://apps.example.org", "10.0.0.1", 8443, "wss://apps.example.org")
+    # Another port of the hub's host shares the hub's cookies: refused, naming the field.
+    with pytest.raises(ValueError, match=r"apps\.origin_url"):
+        app_origin("http://127.0.0.1:8000", AppsSettings(origin_url="http://127.0.0.1:9000"))
+    with pytest.raises(ValueError):
+        AppsSettings(origin_url="apps.example.org/path")
+
+
+def test_kernels_belong_to_their_viewer_and_are_capped() -> None:
+    from shopfloor.extensions.apps_runner import KernelClaim, Run
+
+    run = Run(key="alice/wave", version=1, secret="s" * 32)
+    run.kernels["k1"] = KernelClaim("user:alice")
+    assert run.owns("k1", "user:alice") and not run.owns("k1", "user:bob")
+    assert not run.owns("unknown", "user:alice")
+    assert run.over_capacity("user:alice", 2, 3) is None
+    run.kernels["k2"] = KernelClaim("user:alice")
+    assert "open 2 times" in (run.over_capacity("user:alice", 2, 3) or "")
+    assert run.over_capacity("user:bob", 2, 3) is None
+    run.kernels["k3"] = KernelClaim("user:bob")
+    assert "as many viewers as it can (3)" in (run.over_capacity("user:carol", 2, 3) or "")
+    claim = KernelClaim("user:bob", sockets=1, last_seen=0)
+    assert claim.unconnected_for(100) == 0
+    claim.sockets = 0
+    assert claim.unconnected_for(100) == 100
+
+
+def test_logs_never_show_kernel_ids() -> None:
+    import logging
+
+    from shopfloor.appjob import RedactKernelIds
+
+    record = logging.LogRecord("Voila", logging.INFO, __file__, 1, "Kernel started: %s",
+                               ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",), None)
+    assert RedactKernelIds().filter(record)
+    assert record.getMessage() == "Kernel started: <kernel>"
+
+
+def test_voila_overrides_are_off() -> None:
+    argv = voila_argv("/s/app.ipynb", "/services/apps/a/b/", "127.0.2.1", 4000, 2)
+    assert "--VoilaConfiguration.allow_template_override=NO" in argv
+    assert "--VoilaConfiguration.allow_theme_override=NO" in argv
+
+
+def test_kernel_paths_are_recognised() -> None:
+    from shopfloor.extensions.apps_service import _kernel_in, _rendered_kernel
+
+    kid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    for path in (f"api/kernels/{kid}", f"api/kernels/{kid}/channels", f"voila/query/{kid}",
+                 f"voila/api/shutdown/{kid}", f"voila/execution/{kid}"):
+        assert _kernel_in(path) == kid, path
+    assert _kernel_in("voila/static/main.js") is None and _kernel_in("api/kernels") is None
+    assert _rendered_kernel(b'{"baseUrl": "/x/", "kernelId": "' + kid.encode() + b'"}') == kid
