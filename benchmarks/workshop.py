@@ -174,6 +174,26 @@ def crowd(url: str, code: str, count: int, offset: int, timeout: float) -> list[
     return results
 
 
+def remove_leftovers(name: str, timeout: float = 60) -> None:
+    """Whatever a failed run left of workshop ``name``: participants' jobs (waited for, as
+    Slurm refuses to delete a reservation in use), accounts, the reservation, the export."""
+    users = [line.split(":", 1)[0] for line in Path("/etc/passwd").read_text().splitlines()
+             if line.startswith(f"ws-{name}-")]
+    for user in users:
+        subprocess.run(["scancel", "-u", user], capture_output=True, check=False)
+    deadline = time.monotonic() + timeout
+    while users and time.monotonic() < deadline and set(users) & set(subprocess.run(
+            ["squeue", "-h", "-o", "%u"], capture_output=True, text=True,
+            check=False).stdout.split()):
+        time.sleep(0.5)
+    for user in users:
+        subprocess.run(["userdel", "--remove", "--force", user], capture_output=True,
+                       check=False)
+    subprocess.run(["scontrol", "delete", f"ReservationName=ws-{name}"],
+                   capture_output=True, check=False)
+    shutil.rmtree(Path("/home/trainer/workshop-exports") / name, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.workshop", description=__doc__)
     parser.add_argument("--participants", type=int, default=40)
@@ -279,14 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok and ended.ok else 1
     finally:
         hub.stop()
-        for line in Path("/etc/passwd").read_text().splitlines():
-            user = line.split(":", 1)[0]
-            if user.startswith(f"ws-{name}-"):
-                subprocess.run(["scancel", "-u", user], capture_output=True, check=False)
-                subprocess.run(["userdel", "--remove", "--force", user], capture_output=True,
-                               check=False)
-        subprocess.run(["scontrol", "delete", f"ReservationName=ws-{name}"],
-                       capture_output=True, check=False)
+        remove_leftovers(name)
         delete_partition(PARTITION)
         if not args.keep_state:
             shutil.rmtree(root, ignore_errors=True)

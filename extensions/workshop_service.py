@@ -14,7 +14,8 @@ Routes (all under ``/services/workshop/``):
   a guided notebook's step, ok or failed.
 * ``api/workshops`` (GET list, POST create), ``api/workshops/<name>`` (status),
   ``.../progress``, ``.../accounts`` (generated logins as CSV), ``.../participants/<user>/
-  server`` (POST start, DELETE stop), ``.../end`` (export, then clean up; re-runnable).
+  server`` (POST start, DELETE stop), ``.../end`` (export, then clean up; re-runnable),
+  ``.../exports/<file>`` (GET one exported file, read with the calling trainer's rights).
 
 Trainers are the workshop's creator and co-trainers; hub admins may do everything. The
 service keeps its state in one sqlite file (:class:`~shopfloor.workshopdb.WorkshopStore`).
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import sys
 import time
 from collections import defaultdict, deque
@@ -69,6 +71,8 @@ SERVICE_NAME = "workshop"
 PREFIX = f"/services/{SERVICE_NAME}"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 _WS = r"(?P<workshop>[a-z][a-z0-9]{1,11})"
+#: Names of files the end of a workshop exports: ``<login>.tar.gz`` and ``progress.csv``.
+EXPORT_FILE = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}\.tar\.gz|progress\.csv")
 TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -409,18 +413,43 @@ class Workshops:
     async def _end_export(self, caller: dict[str, Any], workshop: Workshop,
                           participants: list[Participant], accounts: str) -> str:
         trainer = caller["name"]
-        try:
-            home = ops.home_of(trainer)
-        except KeyError:
-            raise web.HTTPError(400, f"{trainer} has no Unix account to export into.") from None
-        target = Path(self.site.workshops.export_dir.format(home=home, user=trainer)) / (
-            workshop.name)
+        target = self.export_folder(trainer, workshop.name)
+        await ops.private_folder(trainer, target)
         for participant in participants:
             if ops.unix_user_exists(participant.username):
                 await ops.export_home(participant.username, trainer, target)
         rows = await self.progress(caller, workshop.name)
         await ops.write_as(trainer, target / "progress.csv", data=progress_csv(rows).encode())
         return str(target)
+
+    def export_folder(self, trainer: str, workshop: str) -> Path:
+        """Where ``trainer``'s exports of ``workshop`` go (``workshops.export_dir``).
+
+        The folder is 0700 and each file 0600, owned by that trainer and written as them:
+        only they (and root) can read participants' homes once exported.
+        """
+        try:
+            home = ops.home_of(trainer)
+        except KeyError:
+            raise web.HTTPError(400, f"{trainer} has no Unix account to export into.") from None
+        return Path(self.site.workshops.export_dir.format(home=home, user=trainer)) / workshop
+
+    async def export_file(self, caller: dict[str, Any], name: str, filename: str) -> bytes:
+        """One file of the caller's export of ``name``, read as the caller.
+
+        Only a trainer of the workshop (or an admin) gets here, and only from their own
+        export folder: it is read with their Unix rights, never root's.
+        """
+        workshop = self.managed(caller, name)
+        if not EXPORT_FILE.fullmatch(filename):
+            raise web.HTTPError(404, f"There is no export file {filename!r}.")
+        path = self.export_folder(caller["name"], workshop.name) / filename
+        try:
+            return await ops.read_as(caller["name"], path)
+        except ops.OperationError:
+            log.info("export %s of %s not readable by %s", filename, name, caller["name"])
+            raise web.HTTPError(404, f"There is no export file {filename!r}; end the "
+                                "workshop first.") from None
 
     async def _end_stop_servers(self, caller: dict[str, Any], workshop: Workshop,
                                 participants: list[Participant], accounts: str) -> str:
@@ -612,6 +641,18 @@ class EndApi(_Base):
         self.write_json(await self.workshops.end(await self.caller(), workshop, accounts))
 
 
+class ExportApi(_Base):
+    """``GET``: one file of the caller's export (``<login>.tar.gz`` or ``progress.csv``)."""
+
+    async def get(self, workshop: str, filename: str) -> None:
+        data = await self.workshops.export_file(await self.caller(), workshop, filename)
+        kind = "text/csv" if filename.endswith(".csv") else "application/gzip"
+        self.set_header("Content-Type", kind)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        self.finish(data)
+
+
 def make_app(workshops: Workshops, hub_auth: HubAuth) -> web.Application:
     user = r"(?P<user>[a-z_][a-z0-9_-]{0,31})"
     return web.Application([
@@ -625,6 +666,7 @@ def make_app(workshops: Workshops, hub_auth: HubAuth) -> web.Application:
         (rf"{PREFIX}/api/workshops/{_WS}/accounts", AccountsApi),
         (rf"{PREFIX}/api/workshops/{_WS}/participants/{user}/server", ServerApi),
         (rf"{PREFIX}/api/workshops/{_WS}/end", EndApi),
+        (rf"{PREFIX}/api/workshops/{_WS}/exports/(?P<filename>[^/]+)", ExportApi),
     ], workshops=workshops, hub_auth=hub_auth, xsrf_cookies=False)
 
 

@@ -127,6 +127,30 @@ class WorkshopClient:
         Safe to run again after an interruption: finished steps are skipped."""
         return self._call("POST", f"/workshops/{name}/end", {"accounts": accounts})
 
+    def export(self, name: str, filename: str) -> bytes:
+        """One file of your export of an ended workshop: ``<login>.tar.gz`` or ``progress.csv``.
+
+        The files are private to you (folder 0700, files 0600); the service reads them with
+        your rights, so this works from anywhere you have a token, not only in a session.
+        """
+        if not self._token:
+            raise WorkshopError("no API token: run this in a Shopfloor session, or pass "
+                                "WorkshopClient(url, token) with a token from the hub")
+        try:
+            response = self.http.get(f"{self.url}/api/workshops/{name}/exports/{filename}",
+                                     headers={"Authorization": f"token {self._token}"},
+                                     timeout=self.timeout)
+        except requests.RequestException:
+            raise WorkshopError(f"Cannot reach the workshop service at {self.url}; is the hub "
+                                "running?") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message") or response.reason
+            except ValueError:
+                message = response.reason
+            raise WorkshopError(str(message), None, response.status_code)
+        return response.content
+
     # -- participants ----------------------------------------------------------------------
 
     def join(self, code: str, name: str) -> dict[str, Any]:

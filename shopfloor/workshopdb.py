@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -376,10 +377,15 @@ class WorkshopStore:
         self.path = Path(path)
         self.readonly = readonly
         if not readonly:
+            # Participants' names, join codes and the end journal: root's alone. mkdir's mode
+            # is cut by the umask and ignored for a folder that exists, so set both modes, and
+            # make the file 0600 before sqlite writes to it (its journals copy that mode).
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.path.parent.chmod(0o700)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            self.path.chmod(0o600)
             with self._connect() as db:
                 db.executescript(_SCHEMA)
-            self.path.chmod(0o600)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

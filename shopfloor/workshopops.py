@@ -100,17 +100,34 @@ async def delete_account(username: str) -> None:
 async def create_reservation(slurm: Slurm, spec: WorkshopSpec, users: Sequence[str]) -> str:
     """``scontrol create reservation`` for the workshop window; returns its name.
 
-    ``IGNORE_JOBS``: jobs already running on the chosen nodes do not block the reservation
-    (they end by their walltime); by cores (``CoreCnt``) the rest of a node stays shared.
+    By cores (``CoreCnt``) the rest of a node stays shared. Slurm is first asked for cores
+    that no job holds during the window, so participants start at once beside whatever
+    else runs on the partition. Only when there are not enough such cores is the
+    reservation made with ``IGNORE_JOBS`` (it may then include busy cores, and participants
+    wait until those jobs end by their walltime). Either way it ends up with ``IGNORE_JOBS``:
+    without it Slurm checks the nodes again at every update and refuses to add a
+    participant ("Requested nodes are busy") once other jobs run there.
     """
     name = reservation_name(spec.name)
     size = f"CoreCnt={spec.cores}" if spec.cores else f"NodeCnt={spec.nodes}"
     start = "now" if spec.start <= datetime.now() else spec.start.strftime(_SLURM_TIME)
-    await slurm.run([
+    command = [
         "scontrol", "create", "reservation", f"ReservationName={name}", f"StartTime={start}",
         f"EndTime={spec.end.strftime(_SLURM_TIME)}", f"PartitionName={spec.partition}", size,
-        f"Users={','.join(users)}", "Flags=IGNORE_JOBS",
-    ])
+        f"Users={','.join(users)}",
+    ]
+    try:
+        await slurm.run(command)
+    except SlurmError as exc:
+        log.warning("workshop %s: no free %s on %s (%s); reserving over running jobs",
+                    spec.name, size, spec.partition, exc.slurm_message)
+        await slurm.run([*command, "Flags=IGNORE_JOBS"])
+        return name
+    try:
+        await slurm.run(["scontrol", "update", f"ReservationName={name}", "Flags=IGNORE_JOBS"])
+    except SlurmError:
+        await delete_reservation(slurm, name)
+        raise
     return name
 
 
@@ -172,9 +189,11 @@ async def write_as(user: str, path: Path, data_cmd: Sequence[str] | None = None,
     """Write ``data`` (or the stdout of ``data_cmd``, run as root) to ``path`` as ``user``.
 
     Written to ``path.part`` first and renamed, so an interrupted export leaves no archive
-    that looks complete.
+    that looks complete. Private to ``user``: folders it makes are 0700, the file is 0600
+    (``umask 077``), whatever the user's own umask.
     """
-    script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && mv -f -- "$1.part" "$1"'
+    script = ('umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && '
+              'mv -f -- "$1.part" "$1"')
     writer = as_user(user, "bash", "-c", script, "write", str(path))
     if data_cmd is None:
         await run(writer, stdin=data or b"", what=f"writing {path}")
@@ -193,6 +212,23 @@ async def write_as(user: str, path: Path, data_cmd: Sequence[str] | None = None,
     if producer.returncode not in (0, 1) or consumer.returncode:
         raise OperationError(
             f"exporting to {path} failed: {(perr or cerr).decode(errors='replace')[-300:]}")
+
+
+async def private_folder(user: str, folder: Path) -> None:
+    """Make ``folder`` (and missing parents) as ``user``, and make ``folder`` itself 0700.
+
+    Exports hold participants' whole homes: only the trainer who ended the workshop (and
+    root) may read them, even where an older export folder was made 0755.
+    """
+    script = 'umask 077 && mkdir -p -- "$1" && chmod 0700 -- "$1"'
+    await run(as_user(user, "bash", "-c", script, "private", str(folder)),
+              what=f"making {folder} private")
+
+
+async def read_as(user: str, path: Path, timeout: float = 300) -> bytes:
+    """The bytes of ``path``, read as ``user`` (root never opens a path a user controls)."""
+    return await run(as_user(user, "cat", "--", str(path)), timeout=timeout,
+                     what=f"reading {path}")
 
 
 async def export_home(username: str, trainer: str, target: Path) -> Path:
@@ -218,5 +254,7 @@ __all__ = [
     "disable_account",
     "export_home",
     "place_material",
+    "private_folder",
+    "read_as",
     "write_as",
 ]

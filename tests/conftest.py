@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import RunningHub, write_test_site
+from support import RunningHub, cancel_test_hub_jobs, write_test_site
 
 from shopfloor.demo import Credentials, Hub, credentials_path, default_site_file
 from shopfloor.localcluster import LocalCluster
@@ -41,8 +41,12 @@ def hub(local_cluster: LocalCluster, passwords: dict[str, str]) -> Iterator[Runn
     site_file = write_test_site(directory)
     site = load_site(site_file)
     process = Hub(site, site_file)
+    cancel_test_hub_jobs()  # sessions a crashed earlier run on these ports left in Slurm
     process.start(detach=True)
     try:
         yield RunningHub(site.hub.bind_url, site, site_file, process, passwords)
     finally:
         process.stop()
+        # The hub keeps sessions when it stops (cleanup_servers off): end what a failed test
+        # left running, so the next run (or a demo beside it) finds the cluster as it was.
+        cancel_test_hub_jobs()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +53,50 @@ def write_test_site(directory: Path, **overrides: object) -> Path:
     return path
 
 
-def squeue_jobs(user: str) -> list[dict[str, str]]:
+#: The hub a session job reports to, as its job script sets it (``export JUPYTERHUB_API_URL=``).
+_JOB_HUB = re.compile(r"^export JUPYTERHUB_API_URL='?https?://[^/:']+:(\d+)/", re.MULTILINE)
+_job_hub_ports: dict[str, int | None] = {}
+
+
+def job_hub_port(job_id: str) -> int | None:
+    """The hub API port a job reports to; None for a job no hub started (or one gone)."""
+    if job_id not in _job_hub_ports:
+        script = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"],
+                                capture_output=True, text=True, check=False)
+        if script.returncode:
+            return None
+        match = _JOB_HUB.search(script.stdout)
+        _job_hub_ports[job_id] = int(match.group(1)) if match else None
+    return _job_hub_ports[job_id]
+
+
+def squeue_jobs(user: str, *, other_hubs: bool = False) -> list[dict[str, str]]:
+    """The user's jobs, without those of another hub (a demo running beside the tests starts
+    sessions with the same job names): pass ``other_hubs=True`` to see those too."""
     out = subprocess.run(
         ["squeue", "-h", "-u", user, "-o", "%i|%T|%u|%N|%j|%P"],
         capture_output=True, text=True, check=True,
     ).stdout
     keys = ("id", "state", "user", "nodes", "name", "partition")
-    return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines()]
+    jobs = [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines()]
+    ours = TEST_PORTS["hub_bind_url"]
+    return [j for j in jobs if other_hubs or job_hub_port(j["id"]) in (None, ours)]
+
+
+def cancel_test_hub_jobs(timeout: float = 30) -> list[str]:
+    """Cancel every job that reports to the test hub's port (left by a failed or crashed
+    run) and wait until Slurm lists none; returns their ids. Other hubs' jobs stay."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    ours = [j for j in out if job_hub_port(j) == TEST_PORTS["hub_bind_url"]]
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True, check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and set(ours) & set(subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
+                check=True).stdout.split()):
+            time.sleep(0.5)
+    return ours
 
 
 def fill_debug_partition() -> str:

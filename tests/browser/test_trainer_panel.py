@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import shutil
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import pytest
 import requests
+from hubclient import HubClient
 from support import REPO, RunningHub
-from workshopsupport import cleanup, login, service_url, trainer_client, wait_for_service
+from workshopsupport import (
+    login,
+    partition_with_idle_cores,
+    running_workshop,
+    service_url,
+    trainer_client,
+    wait_for_service,
+)
 
 from shopfloor.workshop import WorkshopClient
 
@@ -32,14 +41,26 @@ def _put_notebook(hub: RunningHub, token: str, workshop: str) -> None:
     assert resp.status_code in (200, 201), resp.text
 
 
+@contextmanager
+def _trainer_session(web: HubClient) -> Iterator[None]:
+    """The trainer's own session, on whichever partition has a free core; always stopped."""
+    partition = partition_with_idle_cores(1)
+    resp = web.spawn_form(partition=partition, cpus=1, memory_gb=0.5, walltime=20)
+    try:
+        assert resp.status_code == 302, resp.text[-500:]
+        web.wait_ready(timeout=120)
+        yield
+    finally:
+        web.stop(timeout=60)
+
+
 def test_trainer_sees_participants(hub: RunningHub, page, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
     wait_for_service(hub)
     trainer = trainer_client(hub)
-    name = f"b{int(time.time()) % 100000}"
-    info = trainer.create(name, title="Cluster basics", hours=1, capacity=10,
-                          partition="debug")
     web = hub.client("trainer")
-    try:
+    with running_workshop(hub, trainer, "b", title="Cluster basics", hours=1, capacity=10,
+                          partition="debug") as info, _trainer_session(web):
+        name = str(info["name"])
         anon = WorkshopClient(service_url(hub), "")
         people = [anon.join(info["code"], who) for who in ("Ada", "Grace", "Linus")]
         for person, failed in zip(people, (False, True, False), strict=True):
@@ -48,9 +69,6 @@ def test_trainer_sees_participants(hub: RunningHub, page, artifacts: Path) -> No
             me.checkpoint("step-1")
             me.checkpoint("step-2", ok=not failed,
                           message="NameError: name 'df' is not defined" if failed else "")
-        resp = web.spawn_form(partition="cpu", cpus=1, memory_gb=1, walltime=20)
-        assert resp.status_code == 302, resp.text[-500:]
-        web.wait_ready(timeout=120)
         _put_notebook(hub, web.token(), name)
 
         page.goto(f"{hub.url}/hub/login")
@@ -70,7 +88,3 @@ def test_trainer_sees_participants(hub: RunningHub, page, artifacts: Path) -> No
         page.screenshot(path=str(artifacts / "trainer-panel.png"), full_page=True)
         shutil.copyfile(artifacts / "trainer-panel.png",
                         REPO / "docs" / "screenshots" / "trainer-panel.png")
-    finally:
-        web.stop(timeout=60)
-        trainer.end(name)
-        cleanup(name, hub)

@@ -1,6 +1,8 @@
 """A whole workshop on the real hub and Slurm: create, join, material, checkpoints, end.
 
 Also the trainer's RBAC scope: their workshop's participants only, nothing hub-wide.
+These run beside other work on the cluster (a demo and its sessions): the reservation goes
+where cores are idle, and every workshop is removed whether the test passes or fails.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import html
 import re
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +19,24 @@ import requests
 from hubclient import HubClient
 from support import RunningHub, squeue_jobs
 from workshopsupport import (
-    cleanup,
+    EXPORTS,
     login,
     material_folder,
+    partition_with_idle_cores,
     reservations,
+    running_workshop,
     service_url,
     trainer_client,
     unix_users,
     wait_for_service,
+    wait_some_ready,
 )
 
 from shopfloor.workshop import WorkshopClient, WorkshopError
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
-NAME = f"t{int(time.time()) % 100000}"
 PARTICIPANTS = 5
+RESERVED_CORES = 2
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +45,13 @@ def trainer(hub: RunningHub) -> WorkshopClient:
     return trainer_client(hub)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: a failure must not leave its participants to the next test
 def workshop(hub: RunningHub, trainer: WorkshopClient) -> Iterator[dict[str, object]]:
-    info = trainer.create(NAME, title="Test workshop", hours=1, capacity=PARTICIPANTS,
-                          partition="cpu", cores=2, material=str(material_folder()))
-    try:
+    partition = partition_with_idle_cores(RESERVED_CORES)
+    with running_workshop(hub, trainer, "t", title="Test workshop", hours=1,
+                          capacity=PARTICIPANTS, partition=partition, cores=RESERVED_CORES,
+                          material=str(material_folder())) as info:
         yield info
-    finally:
-        cleanup(NAME, hub)
 
 
 def join_all(hub: RunningHub, code: str) -> list[dict[str, str]]:
@@ -75,12 +78,13 @@ def open_as_trainer(web: HubClient, url: str) -> requests.Response:
 
 def test_workshop_lifecycle(hub: RunningHub, trainer: WorkshopClient,
                             workshop: dict[str, object]) -> None:
-    code = str(workshop["code"])
-    assert f"ReservationName=ws-{NAME}" in reservations()
-    assert workshop["spawn_url"] == f"/hub/spawn?opt-partition=cpu&opt-reservation=ws-{NAME}"
+    code, name, partition = str(workshop["code"]), str(workshop["name"]), workshop["partition"]
+    assert f"ReservationName=ws-{name}" in reservations()
+    assert workshop["spawn_url"] == (
+        f"/hub/spawn?opt-partition={partition}&opt-reservation=ws-{name}")
 
     people = join_all(hub, code)
-    assert [p["username"] for p in people] == [f"ws-{NAME}-{i}" for i in range(1, 6)]
+    assert [p["username"] for p in people] == [f"ws-{name}-{i}" for i in range(1, 6)]
     # Full: the sixth is turned away.
     with pytest.raises(WorkshopError) as full:
         WorkshopClient(service_url(hub), "").join(code, "Late comer")
@@ -93,20 +97,20 @@ def test_workshop_lifecycle(hub: RunningHub, trainer: WorkshopClient,
     for client in clients:
         resp = client.http.get(f"{hub.url}{workshop['spawn_url']}", allow_redirects=False)
         assert resp.status_code in (302, 303), resp.text[:300]
-    for client in clients[:2]:
-        client.wait_ready(timeout=90)
+    # The reservation holds two cores: two sessions run, the others wait in it.
+    running = wait_some_ready(clients, RESERVED_CORES, f"ws-{name}")
     jobs = {j["user"]: j for p in people for j in squeue_jobs(p["username"])}
     assert len(jobs) == PARTICIPANTS
-    assert all(j["partition"] == "cpu" for j in jobs.values())
-    reserved = subprocess.run(["squeue", "-h", "-o", "%u|%v", "-R", f"ws-{NAME}"],
+    assert all(j["partition"] == partition for j in jobs.values())
+    reserved = subprocess.run(["squeue", "-h", "-o", "%u|%v", "-R", f"ws-{name}"],
                               capture_output=True, text=True, check=True).stdout
     assert all(p["username"] in reserved for p in people)
 
     # Material is in every home, placed once as the participant.
     for person in people:
         home = Path(f"/home/{person['username']}")
-        lesson = home / NAME / "lesson.ipynb"
-        assert lesson.exists() and (home / NAME / "data" / "points.csv").exists()
+        lesson = home / name / "lesson.ipynb"
+        assert lesson.exists() and (home / name / "data" / "points.csv").exists()
         assert lesson.stat().st_uid == home.stat().st_uid
 
     # Checkpoints with each participant's own token; the trainer sees them.
@@ -121,57 +125,55 @@ def test_workshop_lifecycle(hub: RunningHub, trainer: WorkshopClient,
     with pytest.raises(WorkshopError) as bad:
         WorkshopClient(service_url(hub), clients[0].token()).checkpoint("x" * 80)
     assert "step" in bad.value.problems
-    rows = {r.username: r for r in trainer.progress(NAME)}
+    rows = {r.username: r for r in trainer.progress(name)}
     assert len(rows) == PARTICIPANTS
     first, second = rows[people[0]["username"]], rows[people[1]["username"]]
     assert (first.step, first.ok, first.steps_done, first.stuck) == ("step-1", True, 1, False)
     assert (second.step, second.ok, second.errors, second.stuck) == ("step-2", False, 1, True)
-    assert rows[people[0]["username"]].server == "running"
-    assert first.open_url == f"/user/{people[0]['username']}/lab/tree/{NAME}"
+    owner = people[running[0]]["username"]
+    assert rows[owner].server == "running"
+    assert first.open_url == f"/user/{people[0]['username']}/lab/tree/{name}"
 
     # The trainer opens a participant's notebook through the hub (access:servers!group):
     # the hub asks them to confirm once, as it does for anyone else's server.
     web = hub.client("trainer")
-    owner = people[0]["username"]
-    lab = open_as_trainer(web, f"{hub.url}/user/{owner}/lab/tree/{NAME}")
+    lab = open_as_trainer(web, f"{hub.url}/user/{owner}/lab/tree/{name}")
     assert lab.status_code == 200 and "/user/" in lab.url, lab.url
     xsrf = web.http.cookies.get("_xsrf", path=f"/user/{owner}/")
-    page = web.http.get(f"{hub.url}/user/{owner}/api/contents/{NAME}",
+    page = web.http.get(f"{hub.url}/user/{owner}/api/contents/{name}",
                         headers={"X-XSRFToken": xsrf or ""}, timeout=60)
     assert page.status_code == 200, page.text[:300]
     assert "lesson.ipynb" in page.text
 
     # Work done in the session (a file) must reach the export.
-    (Path(f"/home/{people[0]['username']}") / NAME / "answer.txt").write_text("42\n")
+    (Path(f"/home/{owner}") / name / "answer.txt").write_text("42\n")
 
-    # The end: export first, then clean. An admin can read the trainer's exports.
-    report = trainer.end(NAME)
+    # The end: export first, then clean. Root can read the trainer's private exports.
+    report = trainer.end(name)
     assert report["state"] == "ended"
-    export = Path(f"/home/trainer/workshop-exports/{NAME}")
+    export = EXPORTS / name
     archives = sorted(p.name for p in export.glob("*.tar.gz"))
     assert archives == sorted(f"{p['username']}.tar.gz" for p in people)
-    with tarfile.open(export / f"{people[0]['username']}.tar.gz") as tar:
-        assert f"{people[0]['username']}/{NAME}/answer.txt" in tar.getnames()
-    assert (export / f"{people[0]['username']}.tar.gz").stat().st_uid == Path(
-        "/home/trainer").stat().st_uid
+    with tarfile.open(export / f"{owner}.tar.gz") as tar:
+        assert f"{owner}/{name}/answer.txt" in tar.getnames()
+    assert (export / f"{owner}.tar.gz").stat().st_uid == Path("/home/trainer").stat().st_uid
     table = (export / "progress.csv").read_text().splitlines()
     assert table[0].startswith("username,name,step,ok") and len(table) == PARTICIPANTS + 1
-    assert unix_users(f"ws-{NAME}-") == []
-    assert f"ws-{NAME}" not in reservations()
+    assert unix_users(f"ws-{name}-") == []
+    assert f"ws-{name}" not in reservations()
     assert all(not squeue_jobs(p["username"]) for p in people if unix_users(p["username"]))
     users = {u["name"] for u in hub.client("admin").api("GET", "/users").json()}
     assert not {p["username"] for p in people} & users
     # Ending again is harmless (every step is in the journal).
-    assert trainer.end(NAME)["state"] == "ended"
+    assert trainer.end(name)["state"] == "ended"
     # The code no longer works.
     with pytest.raises(WorkshopError):
         WorkshopClient(service_url(hub), "").join(code, "After the end")
 
 
 def test_trainer_scope(hub: RunningHub, trainer: WorkshopClient) -> None:
-    name = f"s{int(time.time()) % 100000}"
-    trainer.create(name, hours=1, capacity=2, partition="debug")
-    try:
+    with running_workshop(hub, trainer, "s", hours=1, capacity=2, partition="debug") as info:
+        name = str(info["name"])
         person = WorkshopClient(service_url(hub), "").join(
             str(trainer.status(name)["code"]), "Scoped")
         web = hub.client("trainer")
@@ -212,8 +214,6 @@ def test_trainer_scope(hub: RunningHub, trainer: WorkshopClient) -> None:
             assert refused.value.status == 403
         trainer.end(name)
         assert hub.client("admin").api("GET", "/users/trainer").json()["roles"] == ["user"]
-    finally:
-        cleanup(name, hub)
 
 
 def test_bad_requests(hub: RunningHub, trainer: WorkshopClient) -> None:

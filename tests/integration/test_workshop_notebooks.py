@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import nbformat
@@ -13,10 +12,12 @@ from workshopsupport import (
     cleanup,
     login,
     material_folder,
+    running_workshop,
     service_url,
     trainer_client,
     unix_users,
     wait_for_service,
+    workshop_name,
 )
 
 from shopfloor.workshop import WorkshopClient
@@ -47,26 +48,21 @@ def test_participant_notebook_records_checkpoints(
         hub: RunningHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     wait_for_service(hub)
     trainer = trainer_client(hub)
-    name = f"n{int(time.time()) % 100000}"
-    info = trainer.create(name, hours=1, capacity=1, partition="debug")
-    try:
+    with running_workshop(hub, trainer, "n", hours=1, capacity=1, partition="debug") as info:
         person = WorkshopClient(service_url(hub), "").join(info["code"], "Notebook Nel")
         token = login(hub, person["username"], person["password"]).token()
         nb = run_notebook("workshop_intro.ipynb", {
             "JUPYTERHUB_API_TOKEN": token, "SHOPFLOOR_WORKSHOP_URL": service_url(hub),
         }, monkeypatch, tmp_path)
         assert "not recorded" not in outputs(nb)
-        row = trainer.progress(name)[0]
+        row = trainer.progress(info["name"])[0]
         assert (row.step, row.ok, row.steps_done, row.errors) == ("step-3", True, 4, 0)
-    finally:
-        trainer.end(name)
-        cleanup(name, hub)
 
 
 def test_trainer_notebook_prepares_runs_and_ends(
         hub: RunningHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     wait_for_service(hub)
-    name = f"m{int(time.time()) % 100000}"
+    name = workshop_name("m")
     try:
         nb = run_notebook("trainer_workshop.ipynb", {
             "JUPYTERHUB_API_TOKEN": hub.client("trainer").token(),

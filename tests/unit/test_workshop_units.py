@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from tornado import web
 
 from shopfloor.extensions.workshop_hub import trainer_scopes
-from shopfloor.extensions.workshop_service import Workshops, progress_csv
+from shopfloor.extensions.workshop_service import EXPORT_FILE, Workshops, progress_csv
 from shopfloor.site import parse_site
 from shopfloor.widgets.checkpoints import check, checkpoint
 from shopfloor.widgets.trainer import TrainerPanel, progress_table
@@ -174,6 +175,27 @@ def test_store_roundtrip_and_journal(tmp_path: Path) -> None:
     assert reader.participant("ws-intro-1").name == "Ada"  # type: ignore[union-attr]
     store.set_state("intro", "ended")
     assert store.by_code("ABCDEFGH") is None
+
+
+def test_store_makes_an_existing_folder_and_file_private(tmp_path: Path) -> None:
+    # Made world-readable by an older version or by a demo that created the folder first.
+    folder = tmp_path / "workshops"
+    folder.mkdir()
+    folder.chmod(0o755)
+    (folder / "workshops.sqlite").write_bytes(b"")
+    (folder / "workshops.sqlite").chmod(0o644)
+    store = WorkshopStore(folder / "workshops.sqlite")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    fresh = WorkshopStore(tmp_path / "new" / "w.sqlite")
+    assert stat.S_IMODE(fresh.path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(fresh.path.stat().st_mode) == 0o600
+
+
+def test_export_file_names_stay_in_the_folder() -> None:
+    assert EXPORT_FILE.fullmatch("ws-intro-3.tar.gz") and EXPORT_FILE.fullmatch("progress.csv")
+    for odd in ("../x.tar.gz", ".bashrc", "a/b.tar.gz", "ws-intro-3.tar.gz.part", ""):
+        assert not EXPORT_FILE.fullmatch(odd), odd
 
 
 def test_progress_marks_who_is_stuck() -> None:
