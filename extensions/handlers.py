@@ -3,7 +3,7 @@
 batchspawner's handler ``setattr``s every key the caller sends onto the spawner, authenticated
 only by the job's own token, which the user can read; the hub later builds shell commands from
 spawner attributes. This handler accepts exactly ``{"port": <int>}`` for the server that owns
-the calling token, while that server is starting, and nothing else.
+the calling token, while that server is starting, once per start, and nothing else.
 """
 
 from __future__ import annotations
@@ -45,11 +45,20 @@ class PortCallbackHandler(APIHandler):
             self.log.warning("%s: refused port callback: %s", spawner._log_name, exc)
             raise web.HTTPError(400, str(exc)) from None
         if not spawner.pending == "spawn":
+            if getattr(spawner, "job_id", "") and not getattr(spawner, "job_ready", True):
+                # The hub just restarted and has not reattached this queued job yet: the
+                # job retries on 5xx, so it reports again once the spawn is back.
+                raise web.HTTPError(503, "The hub is reattaching this server; retry.")
             raise web.HTTPError(409, "The server is not starting.")
         report = getattr(spawner, "report_port", None)
         if report is None:
             raise web.HTTPError(400, "This server does not take port callbacks.")
-        report(port)
+        if report(port) is False:
+            # One port per start: a second caller with the job's token must not redirect
+            # the hub to another port while the first server is still coming up.
+            self.log.warning("%s: refused a second port (%d) for this start",
+                             spawner._log_name, port)
+            raise web.HTTPError(409, "This server already reported its port.")
         self.log.info("%s: job reported port %d", spawner._log_name, port)
         reply: dict[str, str] = {"message": "port recorded"}
         if spawner.api_token and spawner.api_token != token:

@@ -8,6 +8,7 @@ from typing import Any
 
 from shopfloor.context import ShopfloorContext
 from shopfloor.site import SiteConfig, load_site
+from shopfloor.userfiles import private_dir, private_file
 
 _CONTEXT: ShopfloorContext | None = None
 
@@ -29,6 +30,27 @@ def current_context() -> ShopfloorContext:
     if _CONTEXT is None:
         raise RuntimeError("shopfloor.extensions.install.install() has not run in this process")
     return _CONTEXT
+
+
+#: Files in the hub's state folder that hold users' data or secrets: made or kept 0600.
+PRIVATE_STATE_FILES = ("jupyterhub.sqlite", "jupyterhub.log")
+#: Secrets the hub writes itself (0600); tightened if an older run left them looser.
+SECRET_STATE_FILES = ("jupyterhub_cookie_secret", "demo-credentials.json")
+
+
+def secure_hub_state(state: Path) -> None:
+    """Make the hub's state folder private (0700) and its database, log and secrets 0600.
+
+    The folder may exist already (made by the demo or an older version, 0755): it is
+    tightened, not trusted. The database is created empty here, 0600, because SQLite would
+    create it with the process umask (0644), readable by every user.
+    """
+    private_dir(state)
+    for name in PRIVATE_STATE_FILES:
+        private_file(state / name)
+    for name in SECRET_STATE_FILES:
+        if (state / name).is_file():
+            private_file(state / name)
 
 
 def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorContext:
@@ -54,7 +76,7 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
 
     register_ray_handlers()
     state = Path(site.hub.state_dir)
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_hub_state(state)
 
     c.JupyterHub.bind_url = site.hub.bind_url
     c.JupyterHub.hub_bind_url = site.hub.hub_bind_url

@@ -9,7 +9,12 @@ Differences from stock batchspawner, and why:
 * The job id is saved to the hub database as soon as ``sbatch`` returns.
 * Status comes from one shared, batched ``squeue`` (:class:`~shopfloor.jobwatch.JobWatcher`).
 * A job that fails, is cancelled or dies before calling back is reported within seconds with
-  Slurm's reason and the end of the job log; while pending, progress says why and until when.
+  Slurm's reason and the end of the job log (read as the user: :mod:`shopfloor.userfiles`);
+  while pending, progress says why and until when.
+* Users see only the user message of an error (:class:`UserSpawnError`); the admin detail
+  (command lines, Slurm's full answer) goes to the log.
+* The job log folder is private (0700) and jobs are submitted with umask 077.
+* The port callback is accepted once per start.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from shopfloor.jobwatch import JobState, JobStatus
 from shopfloor.resources import RequestError, ResourceRequest, UserContext
 from shopfloor.slurm import JobInfo, SlurmError
 from shopfloor.timeutil import format_minutes
+from shopfloor.userfiles import private_dir_as_user, tail_as_user
 
 #: Environment variables that are secrets: they travel by name only (sbatch --export).
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
@@ -57,6 +63,23 @@ PENDING_REASONS = {
     "JobHeldUser": "it is held",
     "None": "it was just submitted",
 }
+
+
+class UserSpawnError(SpawnException):
+    """A spawn error whose page, REST answer and progress event show only ``message``.
+
+    JupyterHub shows ``str(exc)`` (which embeds ``log_message``) on the spawn form and in
+    progress events unless the exception carries ``jupyterhub_message``; this class always
+    does, so the admin detail in ``log_message`` reaches the log only.
+    """
+
+    @property
+    def jupyterhub_message(self) -> str:
+        return self.message
+
+
+#: What a user sees when slurmctld does not answer at submit time.
+SCHEDULER_UNREACHABLE = "The scheduler is unreachable, try again in a minute."
 
 
 def describe_pending(info: JobInfo, position: int | None, now: datetime | None = None) -> str:
@@ -152,14 +175,14 @@ class ShopfloorSpawner(SlurmSpawner):
         try:
             live = await self.ctx.cluster_info.snapshot()
         except SlurmError as exc:
-            raise SpawnException(
-                "Cannot reach the Slurm scheduler right now; please try again in a minute.",
-                reason="slurm_unreachable", log_message=str(exc), status_code=503,
+            raise UserSpawnError(
+                SCHEDULER_UNREACHABLE, reason="slurm_unreachable",
+                log_message=f"{self._log_name}: {exc}", status_code=503,
             ) from None
         try:
             return self.ctx.policy.validate(options, self.user_context(), live)
         except RequestError as exc:
-            raise SpawnException(
+            raise UserSpawnError(
                 f"Invalid resource request: {exc}", reason="invalid_options",
                 log_message=f"{self._log_name}: rejected user_options: {exc}",
             ) from None
@@ -212,7 +235,7 @@ class ShopfloorSpawner(SlurmSpawner):
         try:
             return pwd.getpwnam(self.user.name).pw_dir
         except KeyError:
-            raise SpawnException(
+            raise UserSpawnError(
                 f"There is no Unix account {self.user.name!r} on this system; ask your admin.",
                 reason="no_unix_user",
             ) from None
@@ -262,26 +285,22 @@ class ShopfloorSpawner(SlurmSpawner):
         return build_script(spec), secret
 
     async def _ensure_log_dir(self) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            "sudo", "-n", "-u", self.user.name, "--", "mkdir", "-p", self.job_log_path(),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await proc.communicate()
-        if proc.returncode:
-            raise SpawnException(
+        """The job log folder, made as the user and private (0700), even if it was looser."""
+        problem = await private_dir_as_user(self.user.name, self.job_log_path())
+        if problem:
+            raise UserSpawnError(
                 f"Cannot create your job log folder {self.job_log_path()}; ask your admin.",
-                reason="log_dir", log_message=err.decode(errors="replace"),
+                reason="log_dir", log_message=f"{self._log_name}: {problem}",
             )
 
-    def job_log_tail(self, lines: int = 15) -> str:
+    async def job_log_tail(self, lines: int = 15) -> str:
+        """The end of the job's log, read as the user (never as root, never via a link)."""
         if not self.job_id:
             return ""
-        path = f"{self.job_log_path()}/{self.job_id}.log"
-        try:
-            with open(path, errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:]).strip()
-        except OSError:
-            return ""
+        return await tail_as_user(
+            self.user.name, f"{self.job_log_path()}/{self.job_id}.log", lines=lines,
+            python=self.python,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -292,11 +311,17 @@ class ShopfloorSpawner(SlurmSpawner):
         digest = hashlib.sha256(token.encode()).hexdigest()
         return bool(self.job_token_sha256) and secrets_equal(digest, self.job_token_sha256)
 
-    def report_port(self, port: int) -> None:
-        """Called by the port callback handler with a validated port."""
+    def report_port(self, port: int) -> bool:
+        """Record the port the job reported; False if this start already has one.
+
+        Called by the port callback handler with a validated port. A start accepts exactly
+        one port: a second callback (another process holding the job's token) is refused.
+        """
+        if self._port_event is None or self._port_event.is_set():
+            return False
         self.port = port
-        if self._port_event is not None:
-            self._port_event.set()
+        self._port_event.set()
+        return True
 
     async def start(self) -> tuple[str, int]:
         if self.request is None:
@@ -309,7 +334,7 @@ class ShopfloorSpawner(SlurmSpawner):
             state, self.reattach_state = self.reattach_state, None
             self.load_state(state)
             if not await self._job_still_queued():
-                raise SpawnException(
+                raise UserSpawnError(
                     "Your session's job ended while the hub was restarting; start it again.",
                     reason="job_died",
                 )
@@ -329,7 +354,7 @@ class ShopfloorSpawner(SlurmSpawner):
     async def _submit(self) -> None:
         request = self.request
         if request is None:  # start() validated it; this keeps the type checker honest
-            raise SpawnException("No resource request.", reason="invalid_options")
+            raise UserSpawnError("No resource request.", reason="invalid_options")
         self._pending_message = "Submitting your session to Slurm"
         await self._ensure_log_dir()
         script, secret = self.build_job_script(request)
@@ -338,9 +363,14 @@ class ShopfloorSpawner(SlurmSpawner):
                 script, user=self.user.name, secret_env=secret
             )
         except SlurmError as exc:
-            raise SpawnException(
+            if exc.unreachable:
+                raise UserSpawnError(
+                    SCHEDULER_UNREACHABLE, reason="slurm_unreachable", status_code=503,
+                    log_message=f"{self._log_name}: {exc}",
+                ) from None
+            raise UserSpawnError(
                 f"Slurm refused the job: {exc.slurm_message}", reason="sbatch_failed",
-                log_message=str(exc),
+                log_message=f"{self._log_name}: {exc}",
             ) from None
         self.log.info("%s: submitted job %s to %s", self._log_name, self.job_id, request.partition)
         self.job_token_sha256 = hashlib.sha256(secret["JUPYTERHUB_API_TOKEN"].encode()).hexdigest()
@@ -356,7 +386,7 @@ class ShopfloorSpawner(SlurmSpawner):
                 self.job_id, max_age=self.pending_poll_interval
             )
             if status.state is JobState.GONE:
-                raise self._died_error(status)
+                raise await self._died_error(status)
             if status.state is JobState.UNKNOWN:
                 self._pending_message = (
                     f"Slurm is not answering ({status.error}); still waiting for your job"
@@ -412,13 +442,13 @@ class ShopfloorSpawner(SlurmSpawner):
                     self.job_id, max_age=self.pending_poll_interval
                 )
                 if status.state is JobState.GONE:
-                    raise self._died_error(status)
+                    raise await self._died_error(status)
             await asyncio.sleep(0.1)
 
-    def _died_error(self, status: JobStatus) -> SpawnException:
+    async def _died_error(self, status: JobStatus) -> SpawnException:
         info = status.info
         what = f"ended ({info.state.lower()}, {info.reason})" if info else "left the queue"
-        tail = self.job_log_tail()
+        tail = await self.job_log_tail()
         log_path = f"{self.job_log_path()}/{self.job_id}.log"
         message = f"Your session job {self.job_id} {what} before JupyterLab started."
         if tail:
@@ -428,7 +458,7 @@ class ShopfloorSpawner(SlurmSpawner):
         job_id = self.job_id
         self.clear_state()
         self._save_state_now()
-        return SpawnException(
+        return UserSpawnError(
             message, reason="job_died", log_message=f"{self._log_name}: job {job_id} {what}"
         )
 
@@ -485,4 +515,4 @@ def _apply_user_options(spawner: ShopfloorSpawner, user_options: dict[str, Any])
     return apply()
 
 
-__all__ = ["ShopfloorSpawner", "describe_pending"]
+__all__ = ["SCHEDULER_UNREACHABLE", "ShopfloorSpawner", "UserSpawnError", "describe_pending"]

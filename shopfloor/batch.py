@@ -3,7 +3,7 @@
 ::
 
     from shopfloor.batch import BatchRun
-    run = BatchRun.submit("train.ipynb", partition="cpu", cpus=2, walltime="0:30",
+    run = BatchRun.submit("train.ipynb", partition="cpu", cpus=2, walltime="30",
                           parameters={"epochs": 3})
     run.status()          # RunStatus(state='running', cell=2, cells=7, ...)
     run.wait()            # until it completed, failed or was cancelled

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shopfloor.localcluster import ClusterError, LocalCluster
 from shopfloor.site import SiteConfig, load_site
+from shopfloor.userfiles import private_dir, private_file
 
 DEMO_USERS = ("alice", "bob", "trainer", "admin")
 #: Debian packages the demo needs, by the command that shows they are installed.
@@ -103,8 +104,10 @@ class Credentials:
         creds = self.load()
         for user in users:
             creds.setdefault(user, secrets.token_urlsafe(9))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The hub's state folder: private from the start (the hub would find it 0755 else).
+        private_dir(self.path.parent)
+        private_file(self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
         with os.fdopen(fd, "w") as fh:
             json.dump(creds, fh, indent=1)
         for user in users:
@@ -172,7 +175,10 @@ class Hub:
                 f"{self.site.hub.bind_url} is already in use by another program; stop it or "
                 "set hub.bind_url in the site file to a free port"
             )
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Private even if it exists already: the hub's database and log hold every user's
+        # server options, job ids and OAuth codes.
+        private_dir(self.state)
+        private_file(self.log_file)
         if not detach:
             say(f"starting JupyterHub at {hub_url(self.site)} (Ctrl-C stops it)")
             os.chdir(self.state)

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from shopfloor.site import SiteConfig
-from shopfloor.slurm import PartitionInfo
+from shopfloor.slurm import PartitionInfo, expand_hostlist
 from shopfloor.timeutil import format_minutes, parse_walltime
 
 #: The only keys a user may send. Everything else (``cmd``, ``prologue``, ``output``, ...) is
@@ -56,7 +56,13 @@ class UserContext:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A Slurm reservation as ``scontrol show reservation`` reports it."""
+    """A Slurm reservation as ``scontrol show reservation`` reports it.
+
+    ``users``, ``groups`` and ``accounts`` are Slurm's access lists; a name starting with
+    ``-`` is excluded ("everyone but"). ``nodes`` are the reserved nodes: they, not
+    ``partition`` (which Slurm fills with the default partition when none was given), say
+    which partitions the reservation can serve.
+    """
 
     name: str
     partition: str | None
@@ -64,6 +70,9 @@ class Reservation:
     start: datetime | None
     end: datetime | None
     state: str = "ACTIVE"
+    groups: frozenset[str] = frozenset()
+    accounts: frozenset[str] = frozenset()
+    nodes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -333,6 +342,11 @@ class RequestPolicy:
                 f"{format_minutes(walltime)}"
             )
 
+        account = values.get("account")
+        if account is not None:
+            message = self._account_problem(account, user)
+            if message:
+                problems["account"] = message
         qos = values.get("qos")
         if qos is not None:
             allowed_qos = self.site.partitions[partition].qos
@@ -343,30 +357,77 @@ class RequestPolicy:
                 )
         reservation = values.get("reservation")
         if reservation is not None:
-            message = self._reservation_problem(reservation, partition, user, live)
+            message = self._reservation_problem(reservation, partition, user, account, live)
             if message:
                 problems["reservation"] = message
         if problems:
             raise RequestError(problems)
         return ResourceRequest(
             partition=partition, nodes=nodes, cpus=cpus, memory_gb=memory, gpus=gpus,
-            walltime_minutes=walltime, account=values.get("account"), qos=qos,
+            walltime_minutes=walltime, account=account, qos=qos,
             reservation=reservation,
         )
 
+    def accounts_for(self, user: UserContext) -> list[str]:
+        """Slurm accounts this user may charge (site file ``group_accounts``), sorted."""
+        return sorted({
+            account for group, accounts in self.site.group_accounts.items()
+            if group in user.groups for account in accounts
+        })
+
+    def _account_problem(self, account: str, user: UserContext) -> str | None:
+        if user.is_admin:
+            return None
+        allowed = self.accounts_for(user)
+        if account in allowed:
+            return None
+        if not allowed:
+            return f"{account!r} is not an account you may charge; leave it empty"
+        return f"{account!r} is not an account you may charge; choose one of {', '.join(allowed)}"
+
     @staticmethod
     def _reservation_problem(
-        name: str, partition: str, user: UserContext, live: LiveCluster | None
+        name: str,
+        partition: str,
+        user: UserContext,
+        account: str | None,
+        live: LiveCluster | None,
     ) -> str | None:
         reservations = live.reservations if live else {}
         res = reservations.get(name)
         if res is None:
             return f"there is no reservation {name!r} now"
-        if res.users and user.name not in res.users and not user.is_admin:
+        if not user.is_admin and not _admits(res, user, account):
             return f"reservation {name!r} is not open to you"
-        if res.partition and res.partition != partition:
+        info = live.partitions.get(partition) if live else None
+        if res.nodes and info is not None and info.node_names:
+            if not res.nodes & info.node_names:
+                return f"reservation {name!r} holds no nodes of the {partition} partition"
+        elif res.partition and res.partition != partition:
             return f"reservation {name!r} is for the {res.partition} partition, not {partition}"
         return None
+
+
+def _admits(res: Reservation, user: UserContext, account: str | None) -> bool:
+    """Whether Slurm would let ``user`` (charging ``account``) into ``res``.
+
+    As Slurm decides: anyone named in an exclusion (``-name``) is out; otherwise the user
+    must be listed, be in a listed group or charge a listed account (when lists exist).
+    """
+    mine = {"users": {user.name}, "groups": set(user.groups), "accounts": {account} - {None}}
+    listed = False
+    admitted = False
+    for kind in ("users", "groups", "accounts"):
+        names: frozenset[str] = getattr(res, kind)
+        excluded = {n[1:] for n in names if n.startswith("-")}
+        included = {n for n in names if not n.startswith("-")}
+        if excluded & mine[kind]:
+            return False
+        if excluded and not included:
+            admitted = True  # "everyone but ...", and we are not among them
+        listed = listed or bool(included)
+        admitted = admitted or bool(included & mine[kind])
+    return admitted or not listed
 
 
 def parse_reservations(text: str) -> dict[str, Reservation]:
@@ -377,17 +438,26 @@ def parse_reservations(text: str) -> dict[str, Reservation]:
         name = fields.get("ReservationName")
         if not name:
             continue
-        users = fields.get("Users", "(null)")
         out[name] = Reservation(
             name=name,
             partition=None if fields.get("PartitionName") in (None, "(null)")
             else fields["PartitionName"],
-            users=frozenset() if users == "(null)" else frozenset(users.split(",")),
+            users=_name_list(fields.get("Users")),
             start=_parse_dt(fields.get("StartTime")),
             end=_parse_dt(fields.get("EndTime")),
             state=fields.get("State", "ACTIVE"),
+            groups=_name_list(fields.get("Groups")),
+            accounts=_name_list(fields.get("Accounts")),
+            nodes=expand_hostlist(fields.get("Nodes", "")),
         )
     return out
+
+
+def _name_list(value: str | None) -> frozenset[str]:
+    """A comma-separated Slurm list; ``(null)`` and blanks are empty."""
+    if not value or value == "(null)":
+        return frozenset()
+    return frozenset(v for v in value.split(",") if v)
 
 
 def _parse_dt(value: str | None) -> datetime | None:

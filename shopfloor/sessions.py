@@ -4,7 +4,7 @@
 
     from shopfloor.sessions import Sessions
     sessions = Sessions()                      # inside a session: uses its hub token
-    sessions.start("gpu-work", partition="gpu", gpus=1, walltime="1:00")
+    sessions.start("gpu-work", partition="gpu", gpus=1, walltime="1:00:00")
     for s in sessions.list():
         print(s.name, s.state, s.message, s.eta)
     sessions.stop("gpu-work")

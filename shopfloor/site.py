@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -178,6 +179,37 @@ class AppsSettings(_Strict):
     start_timeout: int = Field(
         300, ge=30, description="Seconds an app's job may take from submit to serving."
     )
+    origin_url: str = Field(
+        "",
+        description="Public URL of the apps' own origin, where viewers open app pages. Its "
+        "host name must differ from hub.bind_url's (browsers share cookies across the ports "
+        "of one host), so owners' code in apps never reaches the hub's cookies; e.g. "
+        "https://apps.example.org. Empty means the demo's: hub.bind_url's scheme and port "
+        "on the second loopback address 127.0.0.2 (one machine only: set it on a real site).",
+    )
+    origin_bind_url: str = Field(
+        "",
+        description="Where the apps service listens for origin_url (e.g. "
+        "http://10.0.0.1:8443 behind a TLS proxy); empty means origin_url itself.",
+    )
+    max_kernels_per_viewer: int = Field(
+        3, ge=1, le=100,
+        description="Most app pages (kernels) one viewer may hold open in one app at once.",
+    )
+    max_kernels_per_app: int = Field(
+        20, ge=1, le=1000,
+        description="Most viewer kernels one running app serves at once (each costs about "
+        "40-90 MiB on the app's node).",
+    )
+
+    @field_validator("origin_url", "origin_bind_url")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        url = urlparse(value)
+        if value and (url.scheme not in ("http", "https") or not url.hostname
+                      or url.path not in ("", "/")):
+            raise ValueError("must be a URL such as https://apps.example.org (no path)")
+        return value.rstrip("/")
 
     @field_validator("walltime")
     @classmethod
@@ -208,8 +240,10 @@ class RaySettings(_Strict):
     temp_root: str = Field(
         "/tmp",
         description="Node-local folder under which each node of a cluster gets its own Ray "
-        "temp folder (shopfloor-ray-<user>-<job>-<node index>, mode 700). Keep it short: "
-        "Ray's socket paths must stay under 107 characters.",
+        "temp folder (shopfloor-ray-<user>-<job>-<node index>-<random>, made with mode 700 "
+        "by mkdtemp, so no other user can make it first). It must be owned by root and "
+        "sticky like /tmp (or not writable by users); the launcher refuses it otherwise. "
+        "Keep it short: Ray's socket paths must stay under 107 characters.",
     )
     state_dir: str = Field(
         "{home}/.shopfloor/ray",
@@ -316,6 +350,13 @@ class SiteConfig(_Strict):
     group_limits: dict[Name, Limits] = Field(
         default_factory=dict,
         description="Extra, tighter limits for members of a group (e.g. workshop participants).",
+    )
+    group_accounts: dict[Name, list[Name]] = Field(
+        default_factory=dict,
+        description="Slurm accounts the members of each group may charge jobs to, e.g. "
+        "{'physics': ['phys-2026']}. A request naming any other account is refused; a user "
+        "in no listed group may name none (the job then uses Slurm's default account). "
+        "Admins may name any account.",
     )
     models: ModelSettings = Field(
         default_factory=ModelSettings, description="Model catalog and fine-tuning runs."

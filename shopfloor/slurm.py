@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from shopfloor.timeutil import parse_walltime
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,14 @@ _SQUEUE_KEYS = (
     "priority",
 )
 #: sinfo fields per partition: name, availability, time limit, nodes A/I/O/T, CPUs A/I/O/T,
-#: memory per node (MB), generic resources, default flag is the trailing ``*`` on the name.
-_SINFO_FORMAT = "%P|%a|%l|%F|%C|%m|%G|%D"
+#: memory per node (MB), generic resources, node count, node names (a hostlist); the default
+#: flag is the trailing ``*`` on the name.
+_SINFO_FORMAT = "%P|%a|%l|%F|%C|%m|%G|%D|%N"
+#: What Slurm's tools print when slurmctld cannot be reached (as opposed to refusing a job).
+_UNREACHABLE = (
+    "unable to contact slurm controller", "socket timed out", "connection refused",
+    "zero bytes were transmitted", "slurm_persist_conn_open", "communication connection failure",
+)
 
 
 class SlurmError(RuntimeError):
@@ -47,6 +56,12 @@ class SlurmError(RuntimeError):
         """Slurm's own message, without the ``sbatch: error:`` prefix, for users."""
         lines = [ln.split("error:", 1)[-1].strip() for ln in self.stderr.splitlines()]
         return "; ".join(ln for ln in lines if ln) or f"exit code {self.returncode}"
+
+    @property
+    def unreachable(self) -> bool:
+        """True when slurmctld did not answer (worth retrying), not when it refused."""
+        text = self.stderr.lower()
+        return self.returncode == -1 or any(words in text for words in _UNREACHABLE)
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,8 @@ class PartitionInfo:
     gpus_per_node: int
     gres: str
     extra: dict[str, str] = field(default_factory=dict)
+    #: Names of the partition's nodes (``sinfo``'s hostlist, expanded).
+    node_names: frozenset[str] = frozenset()
 
 
 def parse_slurm_time(value: str) -> datetime | None:
@@ -109,22 +126,40 @@ def parse_slurm_time(value: str) -> datetime | None:
 
 
 def parse_time_limit(value: str) -> int | None:
-    """Slurm time limits (``30:00``, ``4:00:00``, ``1-00:00:00``, ``infinite``) in minutes."""
+    """Slurm time limits (``30:00``, ``4:00:00``, ``1-00:00:00``, ``infinite``) in minutes.
+
+    The same grammar as every walltime users write (:func:`~shopfloor.timeutil.parse_walltime`).
+    """
     value = value.strip()
     if value in {"infinite", "UNLIMITED", "NONE", "n/a", ""}:
         return None
-    days = 0
-    if "-" in value:
-        d, value = value.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in value.split(":")]
-    if len(parts) == 1:
-        h, m, s = 0, parts[0], 0
-    elif len(parts) == 2:
-        h, m, s = 0, parts[0], parts[1]
-    else:
-        h, m, s = parts[-3], parts[-2], parts[-1]
-    return days * 24 * 60 + h * 60 + m + (1 if s else 0)
+    try:
+        return parse_walltime(value)
+    except ValueError:
+        return None
+
+
+_HOSTLIST_ITEM = re.compile(r"([^,\[]+)(?:\[([^\]]+)\])?([^,]*)")
+
+
+def expand_hostlist(hostlist: str) -> frozenset[str]:
+    """Node names in a Slurm hostlist: ``node[1-3,5],gpu1`` -> node1, node2, node3, node5, gpu1.
+
+    Zero-padded ranges keep their width (``n[01-02]`` -> n01, n02); ``(null)`` is empty.
+    """
+    names: set[str] = set()
+    if hostlist.strip() in {"", "(null)"}:
+        return frozenset()
+    for prefix, ranges, suffix in _HOSTLIST_ITEM.findall(hostlist.strip()):
+        if not ranges:
+            names.add(prefix + suffix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            width = len(low)
+            for number in range(int(low), int(high or low) + 1):
+                names.add(f"{prefix}{number:0{width}d}{suffix}")
+    return frozenset(names)
 
 
 def gpus_in_gres(gres: str) -> int:
@@ -166,9 +201,9 @@ def parse_sinfo(text: str) -> list[PartitionInfo]:
     merged: dict[str, PartitionInfo] = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) != 8:
+        if len(parts) != 9:
             continue
-        name, avail, limit, nodes, cpus, mem, gres, _count = parts
+        name, avail, limit, nodes, cpus, mem, gres, _count, node_names = parts
         default = name.endswith("*")
         name = name.rstrip("*")
         na, ni, no, nt = (int(x) for x in nodes.split("/"))
@@ -180,6 +215,8 @@ def parse_sinfo(text: str) -> list[PartitionInfo]:
             nodes_allocated=na, nodes_idle=ni, nodes_other=no, nodes_total=nt,
             cpus_allocated=ca, cpus_idle=ci, cpus_other=co, cpus_total=ct,
             memory_per_node_mb=memory, gpus_per_node=gpus_in_gres(gres), gres=gres,
+            node_names=expand_hostlist(node_names)
+            | (merged[name].node_names if name in merged else frozenset()),
         )
         merged[name] = info
     return list(merged.values())
@@ -249,10 +286,12 @@ class Slurm:
         user: str | None = None,
         stdin: str | None = None,
         secret_env: Mapping[str, str] | None = None,
+        umask: int = -1,
     ) -> str:
         """Run one Slurm command; return its stdout or raise :class:`SlurmError`.
 
         ``secret_env`` is added to the command's environment (never to its arguments or logs).
+        ``umask`` (if not -1) is the command's umask; ``sudo`` keeps a stricter one.
         """
         cmd = self.command(args, user, keep_env=tuple(secret_env or ()))
         self.calls[args[0]] = self.calls.get(args[0], 0) + 1
@@ -265,6 +304,7 @@ class Slurm:
                 stderr=asyncio.subprocess.PIPE,
                 env=self._environ(secret_env),
                 start_new_session=True,
+                umask=umask,
             )
         except FileNotFoundError as exc:
             raise SlurmError(cmd, 127, "", f"{cmd[0]} not found: is Slurm installed?") from exc
@@ -312,11 +352,14 @@ class Slurm:
 
         The job gets only the environment its script sets, plus ``secret_env``, which travels
         by name (``--export=NAME``), never in the script or on a command line.
+        sbatch runs with umask 077: Slurm gives the job the submitter's umask, so the job's
+        output file (which Slurm creates) and what the job writes are private to the user.
         """
         names = sorted(secret_env or {})
         export = "--export=" + (",".join(names) if names else "NONE")
         out = await self.run(
-            ["sbatch", "--parsable", export], user=user, stdin=script, secret_env=secret_env
+            ["sbatch", "--parsable", export], user=user, stdin=script, secret_env=secret_env,
+            umask=0o077,
         )
         job_id = out.strip().split(";", 1)[0]
         if not job_id.isdigit():

@@ -1,36 +1,54 @@
-"""Walltimes as people and Slurm write them."""
+"""Walltimes in Slurm's own grammar: the one parser every path uses.
+
+The site file, the spawn form, the hub API, widgets, Ray clusters and apps all turn a walltime
+into minutes with :func:`parse_walltime`, and ``sinfo``'s time limits are read with it too, so
+``"30:00"`` means 30 minutes everywhere, as it does to ``sbatch --time``.
+"""
 
 from __future__ import annotations
 
 import re
 
-_WALLTIME_RE = re.compile(r"^(?:(\d{1,3})-)?(\d{1,4})(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+#: Slurm's ``--time`` forms (sbatch(1)): ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``,
+#: ``D-HH:MM``, ``D-HH:MM:SS``.
+_WALLTIME_RE = re.compile(
+    r"^(?:(?P<days>\d{1,3})-(?P<dhours>\d{1,2})(?::(?P<dmin>\d{1,2})(?::(?P<dsec>\d{1,2}))?)?"
+    r"|(?P<first>\d{1,5})(?::(?P<second>\d{1,2})(?::(?P<third>\d{1,2}))?)?)$"
+)
+WALLTIME_FORMS = (
+    "minutes (90), minutes:seconds (30:00), hours:minutes:seconds (1:30:00), "
+    "days-hours (1-12), days-hours:minutes (1-12:30) or days-hours:minutes:seconds (1-12:30:00)"
+)
 
 
 def parse_walltime(value: str) -> int:
-    """Minutes in a walltime: ``90`` (minutes), ``1:30`` (h:mm), ``1:30:00``, ``2-00:00:00``.
+    """Minutes in a walltime written as Slurm's ``--time`` takes it.
 
-    Raises ``ValueError`` with the accepted forms for anything else.
+    ``"90"`` is 90 minutes, ``"30:00"`` 30 minutes (minutes:seconds), ``"1:30:00"`` 90 minutes,
+    ``"1-12"`` a day and a half. Seconds round up to the next minute, as Slurm does.
+    Raises ``ValueError`` naming the accepted forms for anything else.
     """
     text = str(value).strip()
     match = _WALLTIME_RE.match(text)
     if not match:
-        raise ValueError(
-            f"{value!r} is not a walltime; write minutes (90), hours:minutes (1:30), "
-            "hours:minutes:seconds (1:30:00) or days-hours:minutes:seconds (1-00:00:00)"
-        )
-    days, first, second, third = match.groups()
-    if days is not None and second is None:
-        raise ValueError(f"{value!r} is not a walltime; after days write hours:minutes:seconds")
-    if second is None:
-        minutes = int(first)
-    elif third is None:
-        minutes = int(first) * 60 + int(second)
+        raise ValueError(f"{value!r} is not a walltime; write {WALLTIME_FORMS}")
+    parts = match.groupdict()
+    if parts["days"] is not None:
+        days, hours = int(parts["days"]), int(parts["dhours"])
+        minutes, seconds = int(parts["dmin"] or 0), int(parts["dsec"] or 0)
+        bounded = {"hours": (hours, 24), "minutes": (minutes, 60), "seconds": (seconds, 60)}
+    elif parts["third"] is not None:
+        days, hours = 0, int(parts["first"])
+        minutes, seconds = int(parts["second"]), int(parts["third"])
+        bounded = {"minutes": (minutes, 60), "seconds": (seconds, 60)}
     else:
-        minutes = int(first) * 60 + int(second) + (1 if int(third) else 0)
-    if (second is not None and int(second) >= 60) or (third is not None and int(third) >= 60):
-        raise ValueError(f"{value!r} is not a walltime: minutes and seconds go up to 59")
-    return minutes + int(days or 0) * 24 * 60
+        days, hours = 0, 0
+        minutes, seconds = int(parts["first"]), int(parts["second"] or 0)
+        bounded = {"seconds": (seconds, 60)}
+    for unit, (amount, limit) in bounded.items():
+        if amount >= limit:
+            raise ValueError(f"{value!r} is not a walltime: {unit} go up to {limit - 1}")
+    return (days * 24 + hours) * 60 + minutes + (1 if seconds else 0)
 
 
 def format_minutes(minutes: int) -> str:

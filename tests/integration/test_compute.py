@@ -145,7 +145,7 @@ def test_run_a_notebook_as_a_batch_job(hub: RunningHub, alice_notebook: Path) ->
         bad = (
             "from shopfloor.batch import BatchRun\nfrom shopfloor.resources import RequestError\n"
             "try:\n"
-            f"    BatchRun.submit({str(alice_notebook)!r}, partition='debug', walltime='2:00')\n"
+            f"    BatchRun.submit({str(alice_notebook)!r}, partition='debug', walltime='2:00:00')\n"
             "except RequestError as exc:\n    print(exc.problems['walltime'])"
         )
         assert _as_alice(hub, token, bad) == \

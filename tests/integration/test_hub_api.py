@@ -29,6 +29,11 @@ def test_validate_uses_the_one_model(hub: RunningHub) -> None:
                    json={"partition": "debug", "cpus": "2", "walltime": "20"})
     assert ok.status_code == 200
     assert ok.json()["request"]["walltime_minutes"] == 20
+    # Slurm's grammar: "30:00" is 30 minutes (minutes:seconds), as sbatch and sinfo mean it.
+    slurm_form = alice.api("POST", "/shopfloor/validate", token=token,
+                           json={"partition": "debug", "walltime": "30:00"})
+    assert slurm_form.status_code == 200, slurm_form.text
+    assert slurm_form.json()["request"]["walltime_minutes"] == 30
     bad = alice.api("POST", "/shopfloor/validate", token=token,
                     json={"partition": "debug", "walltime": "2:00:00", "cmd": "id"})
     assert bad.status_code == 400

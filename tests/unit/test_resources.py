@@ -27,6 +27,7 @@ SITE = parse_site({
     },
     "default_partition": "cpu",
     "group_limits": {"workshop": {"max_cpus": 1, "max_walltime": "1:00:00"}},
+    "group_accounts": {"gpuusers": ["ml-2026", "shared"]},
 })
 POLICY = RequestPolicy(SITE)
 ALICE = UserContext("alice", frozenset({"gpuusers"}))
@@ -38,6 +39,7 @@ def live(**overrides: object) -> LiveCluster:
         name="cpu", default=True, up=True, max_time_minutes=480, nodes_allocated=0,
         nodes_idle=2, nodes_other=0, nodes_total=2, cpus_allocated=0, cpus_idle=8,
         cpus_other=0, cpus_total=8, memory_per_node_mb=4000, gpus_per_node=0, gres="(null)",
+        node_names=frozenset({"node1", "node2"}),
     )
     gpu = PartitionInfo(
         name="gpu", default=False, up=True, max_time_minutes=240, nodes_allocated=0,
@@ -48,13 +50,15 @@ def live(**overrides: object) -> LiveCluster:
         name="debug", default=False, up=True, max_time_minutes=30, nodes_allocated=0,
         nodes_idle=1, nodes_other=0, nodes_total=1, cpus_allocated=0, cpus_idle=4,
         cpus_other=0, cpus_total=4, memory_per_node_mb=4000, gpus_per_node=0, gres="(null)",
+        node_names=frozenset({"debug1"}),
     )
     res = Reservation("workshop1", "cpu", frozenset({"alice"}), datetime(2026, 1, 1), None)
-    return LiveCluster(
-        partitions={"cpu": cpu, "gpu": gpu, "debug": debug},
-        reservations={"workshop1": res},
-        **overrides,  # type: ignore[arg-type]
-    )
+    fields: dict[str, object] = {
+        "partitions": {"cpu": cpu, "gpu": gpu, "debug": debug},
+        "reservations": {"workshop1": res},
+        **overrides,
+    }
+    return LiveCluster(**fields)  # type: ignore[arg-type]
 
 
 def test_defaults_fill_in_an_empty_request() -> None:
@@ -67,7 +71,7 @@ def test_defaults_fill_in_an_empty_request() -> None:
 
 def test_form_strings_are_typed() -> None:
     req = POLICY.validate(
-        {"partition": "gpu", "cpus": "2", "memory_gb": "1.5", "gpus": "1", "walltime": "1:30"},
+        {"partition": "gpu", "cpus": "2", "memory_gb": "1.5", "gpus": "1", "walltime": "1:30:00"},
         ALICE, live(),
     )
     assert (req.partition, req.cpus, req.memory_gb, req.gpus) == ("gpu", 2, 1.5, 1)
@@ -207,3 +211,62 @@ def test_parse_reservations() -> None:
     res = parse_reservations(text)["ws"]
     assert res.partition == "cpu" and res.users == {"alice", "bob"} and res.state == "INACTIVE"
     assert res.start == datetime(2026, 11, 27, 10)
+
+
+@pytest.mark.parametrize(
+    "text,minutes",
+    [("90", 90), ("30:00", 30), ("1:30:00", 90), ("0-06", 360), ("0-6:30", 390),
+     ("0-06:30:00", 390), ("0:30", 1), ("30:01", 31)],
+)
+def test_walltime_is_slurms_grammar(text: str, minutes: int) -> None:
+    """The forms of ``sbatch --time``: "30:00" is 30 minutes, as Slurm and sinfo mean it."""
+    assert POLICY.validate({"partition": "cpu", "walltime": text}, BOB, live()).walltime_minutes \
+        == minutes
+
+
+def _reservation(line: str) -> LiveCluster:
+    text = ("ReservationName=r StartTime=2026-11-27T10:00:00 EndTime=2026-11-27T12:00:00 "
+            "Flags=SPEC_NODES State=ACTIVE " + line)
+    return live(reservations=parse_reservations(text))
+
+
+def test_reservation_groups_bind() -> None:
+    snap = _reservation("Nodes=debug1 PartitionName=(null) Users=(null) Groups=gpuusers")
+    assert POLICY.validate({"partition": "debug", "reservation": "r"}, ALICE, snap).reservation
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "debug", "reservation": "r"}, BOB, snap)
+    assert err.value.problems["reservation"] == "reservation 'r' is not open to you"
+
+
+def test_reservation_exclusions_and_accounts_bind() -> None:
+    snap = _reservation("Nodes=debug1 Users=-bob Groups=(null) Accounts=(null)")
+    assert POLICY.validate({"partition": "debug", "reservation": "r"}, ALICE, snap)
+    with pytest.raises(RequestError):
+        POLICY.validate({"partition": "debug", "reservation": "r"}, BOB, snap)
+    snap = _reservation("Nodes=debug1 Users=(null) Accounts=ml-2026")
+    assert POLICY.validate({"partition": "debug", "reservation": "r", "account": "ml-2026"},
+                           ALICE, snap)
+    with pytest.raises(RequestError):
+        POLICY.validate({"partition": "debug", "reservation": "r"}, ALICE, snap)
+
+
+def test_reservation_partition_comes_from_its_nodes() -> None:
+    """Slurm reports the default partition for a reservation made by node names."""
+    snap = _reservation("Nodes=debug1 PartitionName=cpu Users=alice")
+    assert POLICY.validate({"partition": "debug", "reservation": "r"}, ALICE, snap).reservation
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "cpu", "reservation": "r"}, ALICE, snap)
+    assert "holds no nodes of the cpu partition" in err.value.problems["reservation"]
+
+
+def test_accounts_are_bound_by_the_site_file() -> None:
+    req = POLICY.validate({"partition": "cpu", "account": "ml-2026"}, ALICE, live())
+    assert req.account == "ml-2026"
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "cpu", "account": "physics"}, ALICE, live())
+    assert err.value.problems["account"] == (
+        "'physics' is not an account you may charge; choose one of ml-2026, shared"
+    )
+    with pytest.raises(RequestError) as err:
+        POLICY.validate({"partition": "cpu", "account": "ml-2026"}, BOB, live())
+    assert "leave it empty" in err.value.problems["account"]

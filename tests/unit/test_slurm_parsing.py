@@ -9,6 +9,7 @@ import pytest
 from shopfloor.slurm import (
     Slurm,
     SlurmError,
+    expand_hostlist,
     gpus_in_gres,
     parse_scontrol_nodes,
     parse_sinfo,
@@ -30,11 +31,12 @@ def test_parse_squeue() -> None:
 
 def test_parse_sinfo() -> None:
     text = (
-        "cpu*|up|8:00:00|0/2/0/2|0/8/0/8|4000|(null)|2\n"
-        "gpu|up|4:00:00|1/0/0/1|2/2/0/4|4000|gpu:2|1\n"
+        "cpu*|up|8:00:00|0/2/0/2|0/8/0/8|4000|(null)|2|node[1-2]\n"
+        "gpu|up|4:00:00|1/0/0/1|2/2/0/4|4000|gpu:2|1|gpu1\n"
     )
     cpu, gpu = parse_sinfo(text)
     assert cpu.default and cpu.nodes_idle == 2 and cpu.max_time_minutes == 480
+    assert cpu.node_names == {"node1", "node2"} and gpu.node_names == {"gpu1"}
     assert gpu.gpus_per_node == 2 and gpu.cpus_idle == 2 and not gpu.default
 
 
@@ -44,6 +46,27 @@ def test_parse_sinfo() -> None:
 )
 def test_parse_time_limit(text: str, minutes: int | None) -> None:
     assert parse_time_limit(text) == minutes
+
+
+def test_hostlists_expand_like_slurm() -> None:
+    assert expand_hostlist("node[1-3,5],gpu1") == {"node1", "node2", "node3", "node5", "gpu1"}
+    assert expand_hostlist("n[08-10]") == {"n08", "n09", "n10"}
+    assert expand_hostlist("(null)") == frozenset()
+
+
+@pytest.mark.parametrize(
+    "args,stderr,unreachable",
+    [
+        (["sbatch"], "sbatch: error: Batch job submission failed: Unable to contact slurm "
+         "controller (connect failure)", True),
+        (["squeue"], "squeue: error: Socket timed out on send/recv operation", True),
+        (["sbatch"], "sbatch: error: Batch job submission failed: Invalid account", False),
+    ],
+)
+def test_unreachable_controller_is_told_apart(
+    args: list[str], stderr: str, unreachable: bool
+) -> None:
+    assert SlurmError(args, 1, "", stderr).unreachable is unreachable
 
 
 def test_gres() -> None:
