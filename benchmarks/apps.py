@@ -6,7 +6,7 @@ Run from the repository root, as root (the hub authenticates with PAM, jobs run 
 
 Three measurements, each against its anchor in the same run:
 
-1. **Warm render** (server-side, no network hops): the app job's Voila (``shopfloor.appjob``,
+1. **Warm render** (server-side, no network hops): the app job's Voila (``shopfloor.apps.job``,
    preheated pool) against plain ``voila NOTEBOOK`` on the same notebook, both on this machine,
    timed from request to the last byte of the page. Each warm render waits for the pool to
    refill first (what an app in use looks like). Target: under 0.3 s and at least 5x faster.
@@ -40,8 +40,8 @@ import requests
 import yaml
 
 from benchmarks.report import RunResult, emit, format_grid, format_table, ratio, summarize
-from shopfloor.appjob import SECRET_ENV, SECRET_HEADER
-from shopfloor.extensions.singleuser import free_port
+from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
+from shopfloor.session.singleuser import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "example_notebooks" / "slider_app.ipynb"
@@ -71,7 +71,7 @@ def app_voila(notebook: Path, pool_size: int) -> Iterator[tuple[str, str, int]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     secret = secrets.token_urlsafe(32)
     proc = subprocess.Popen(
-        [PYTHON, "-m", "shopfloor.appjob", "--notebook", str(notebook), "--base-url", BASE,
+        [PYTHON, "-m", "shopfloor.apps.job", "--notebook", str(notebook), "--base-url", BASE,
          "--callback", f"http://127.0.0.1:{server.server_port}/", "--pool-size", str(pool_size)],
         env={**os.environ, SECRET_ENV: secret}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
@@ -181,7 +181,7 @@ def login(base: str, user: str, password: str) -> requests.Session:
 
 @contextmanager
 def bench_hub(port_base: int) -> Iterator[tuple[str, dict[str, str]]]:
-    from shopfloor.demo import Credentials, Hub, credentials_path, default_site_file
+    from shopfloor.demo.hub import Credentials, Hub, credentials_path, default_site_file
     from shopfloor.site import load_site
 
     passwords = Credentials(credentials_path(load_site(default_site_file()))).ensure()

@@ -4,8 +4,8 @@ Run from the repository root::
 
     python -m benchmarks.finetune --runs 3 --steps 20
 
-Both arms run :func:`shopfloor.trainloop.timed_steps`: the same model (the catalog's MiniLM,
-top layers trained as in the *quick* preset), the same data (example_notebooks/data/
+Both arms run :func:`shopfloor.finetune.trainloop.timed_steps`: the same model (the catalog's
+MiniLM, top layers trained as in the *quick* preset), the same data (example_notebooks/data/
 reviews.csv), the same batches and the same number of steps, 2 workers of 1 CPU thread each,
 interleaved run by run (ray, torchrun, ray, torchrun, ...) so that load from other users hits
 both alike. Measured per run:
@@ -43,8 +43,8 @@ TARGET = 1.10
 
 def build_config(catalog: Path, steps: int, out_dir: Path) -> dict[str, Any]:
     """The one worker configuration both arms use (via the recipe pipeline)."""
-    from shopfloor.catalog import MINILM_NAME
-    from shopfloor.finetune import FineTuneJob, Recipe
+    from shopfloor.finetune.catalog import MINILM_NAME
+    from shopfloor.finetune.recipe import FineTuneJob, Recipe
 
     recipe = Recipe(name="bench", data=str(REVIEWS), model=MINILM_NAME, preset="quick",
                     workers=2, catalog_dir=str(catalog), runs_dir=str(out_dir))
@@ -57,7 +57,7 @@ def torchrun_worker(config_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from shopfloor.trainloop import timed_steps
+    from shopfloor.finetune.trainloop import timed_steps
 
     config = json.loads(Path(config_path).read_text())
     torch.set_num_threads(1)
@@ -94,7 +94,7 @@ def run_ray(run: int, config: dict[str, Any], out_dir: Path) -> tuple[RunResult,
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from shopfloor.trainloop import timed_steps_per_worker
+    from shopfloor.finetune.trainloop import timed_steps_per_worker
 
     started = time.perf_counter()
     error = None
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from shopfloor.catalog import build_demo_catalog
+    from shopfloor.finetune.catalog import build_demo_catalog
 
     work = Path(tempfile.mkdtemp(prefix="shopfloor-bench-finetune-"))
     catalog = build_demo_catalog(work / "catalog")

@@ -41,7 +41,7 @@ RAY = "/opt/shopfloor/venv/bin/ray"
 
 OURS = """
 import json, time
-from shopfloor.raycluster import RayCluster
+from shopfloor.ray.cluster import RayCluster
 from shopfloor.resources import ResourceRequest
 from shopfloor.site import RaySettings
 req = ResourceRequest(partition={partition!r}, nodes={nodes}, cpus=1, memory_gb=1,

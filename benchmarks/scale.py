@@ -41,7 +41,7 @@ import yaml
 from benchmarks import spawn
 from benchmarks.hubprocess import VENV_PYTHON, BenchHub, HubError, HubPorts
 from benchmarks.report import emit, format_grid, median, p90, percentile, ratio
-from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.slurm.seam import Slurm, SlurmError
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "benchmarks" / "standin.py"
@@ -609,7 +609,7 @@ def notes(args: argparse.Namespace) -> list[str]:
         "real Unix user) as Slurm jobs, spawned with at most "
         f"{args.concurrency} spawns in flight. The jobs run benchmarks/standin.py instead "
         "of JupyterLab: it reports its port the way each arm's launcher does (ours: "
-        "shopfloor.extensions.singleuser; stock: the same POST as batchspawner-singleuser), "
+        "shopfloor.session.singleuser; stock: the same POST as batchspawner-singleuser), "
         "answers HTTP and reports activity like jupyterhub-singleuser. The hubs, spawners "
         "and Slurm are real.",
         f"Capacity: a temporary partition {PARTITION} (Nodes={args.nodes}, "

@@ -49,7 +49,7 @@ import yaml
 
 from benchmarks.hubprocess import VENV_PYTHON, BenchHub, HubError, HubPorts, proxy_config_lines
 from benchmarks.report import RunResult, emit, format_table, median, ratio, summarize
-from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.slurm.seam import Slurm, SlurmError
 
 if TYPE_CHECKING:
     from hubclient import HubClient

@@ -6,7 +6,7 @@ only what the hub sees of a single-user server:
 
 * ``--report-port``: pick a free port and POST it to ``$JUPYTERHUB_API_URL/batchspawner``,
   as ``batchspawner-singleuser`` does (stock batchspawner). Without it the port comes from
-  ``--port`` (our launcher, :mod:`shopfloor.extensions.singleuser`, has already reported it)
+  ``--port`` (our launcher, :mod:`shopfloor.session.singleuser`, has already reported it)
   or from ``$JUPYTERHUB_SERVICE_URL``.
 * answer every ``GET``/``HEAD`` with 200 and the ``X-JupyterHub-Version`` header, which is
   all JupyterHub's readiness check asks for;
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     env = os.environ
     host, port = listen_address(args, env)
     if args.report_port:
-        from shopfloor.extensions.singleuser import free_port, report_port
+        from shopfloor.session.singleuser import free_port, report_port
 
         port = port or free_port(host)
         report_port(port)

@@ -45,7 +45,7 @@ from benchmarks import spawn
 from benchmarks.hubprocess import BenchHub, HubPorts
 from benchmarks.report import RunResult, emit, format_table, percentile, ratio, summarize
 from benchmarks.scale import Scene, create_partition, delete_partition
-from shopfloor.extensions.workshop_service import PREFIX
+from shopfloor.extensions.workshops_service import PREFIX
 
 PARTITION = "sfworkshop"
 TARGET_SECONDS = 60.0

@@ -23,15 +23,15 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from shopfloor.appjob import SECRET_ENV, SECRET_HEADER
-from shopfloor.apps import App, AppStore
-from shopfloor.clusterinfo import ClusterInfo
+from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
+from shopfloor.apps.model import App, AppStore
 from shopfloor.extensions.spawner import describe_pending
-from shopfloor.jobscript import JobSpec, build_script
-from shopfloor.jobwatch import JobState, JobWatcher
 from shopfloor.resources import RequestError, RequestPolicy, UserContext
 from shopfloor.site import SiteConfig
-from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.slurm.clusterinfo import ClusterInfo
+from shopfloor.slurm.jobscript import JobSpec, build_script
+from shopfloor.slurm.jobwatch import JobState, JobWatcher
+from shopfloor.slurm.seam import Slurm, SlurmError
 from shopfloor.timeutil import parse_walltime
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class AppRunner:
             "PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
         }
         command = [
-            python, "-m", "shopfloor.appjob", "--notebook", str(snapshot / version.notebook),
+            python, "-m", "shopfloor.apps.job", "--notebook", str(snapshot / version.notebook),
             "--base-url", self.base_url(app),
             "--callback", f"{self.callback_base}/api/callback/{app.owner}/{app.slug}",
             "--pool-size", str(self.settings.pool_size),

@@ -54,8 +54,8 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from tornado import httpclient, ioloop, web, websocket
 from tornado.httputil import HTTPHeaders
 
-from shopfloor.appjob import KERNEL_ID, SECRET_HEADER, RedactKernelIds
-from shopfloor.apps import (
+from shopfloor.apps.job import KERNEL_ID, SECRET_HEADER, RedactKernelIds
+from shopfloor.apps.model import (
     App,
     AppInputError,
     AppNotFound,
@@ -71,9 +71,9 @@ from shopfloor.apps import (
 from shopfloor.extensions.apps_runner import AppRunner, KernelClaim, compute_options
 from shopfloor.resources import RequestError, UserContext
 from shopfloor.site import SiteConfig, SiteConfigError, load_site
-from shopfloor.slurm import SlurmError
+from shopfloor.slurm.seam import SlurmError
 
-log = logging.getLogger("shopfloor.apps")
+log = logging.getLogger("shopfloor.apps.model")
 SERVICE_NAME = "apps"
 #: The OAuth client (an API-less hub service) that logs viewers in on the app origin: a hub
 #: OAuth client has exactly one redirect URI, and the gallery's is on the hub's origin.
@@ -807,7 +807,7 @@ def main() -> None:
 def apps_service_config(site: SiteConfig, site_file: str) -> dict[str, Any]:
     """The managed-service entry for ``c.JupyterHub.services``."""
     hub = urlparse(site.hub.hub_bind_url)
-    from shopfloor.apps import default_service_port
+    from shopfloor.apps.model import default_service_port
 
     port = default_service_port(hub.port or 8081, site.apps)
     return {

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from shopfloor.clusterinfo import ClusterInfo
-from shopfloor.jobwatch import JobWatcher
 from shopfloor.resources import RequestPolicy
 from shopfloor.site import SiteConfig
-from shopfloor.slurm import Slurm
+from shopfloor.slurm.clusterinfo import ClusterInfo
+from shopfloor.slurm.jobwatch import JobWatcher
+from shopfloor.slurm.seam import Slurm
 
 
 @dataclass

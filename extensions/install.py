@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shopfloor.context import ShopfloorContext
+from shopfloor.extensions.context import ShopfloorContext
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.userfiles import private_dir, private_file
 
@@ -65,14 +65,14 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     if not isinstance(site, SiteConfig):
         site = load_site(site)
     global _CONTEXT
-    from shopfloor.extensions.api import register_api_handlers
-    from shopfloor.extensions.handlers import replace_batchspawner_handler
+    from shopfloor.extensions.resources_api import register_api_handlers
+    from shopfloor.extensions.spawn_callback import replace_batchspawner_handler
     from shopfloor.extensions.spawner import ShopfloorSpawner
 
     ctx = _CONTEXT = ShopfloorContext.from_site(site)
     replace_batchspawner_handler()
     register_api_handlers()
-    from shopfloor.extensions.rayapi import register_ray_handlers
+    from shopfloor.extensions.ray_api import register_ray_handlers
 
     register_ray_handlers()
     state = Path(site.hub.state_dir)
@@ -108,14 +108,14 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     c.ShopfloorSpawner.slurm_poll_interval = site.slurm.poll_interval
     c.ShopfloorSpawner.poll_interval = max(10, int(site.slurm.poll_interval * 2))
     c.ShopfloorSpawner.job_log_dir = site.slurm.job_log_dir
-    # Fine-tuning in sessions (shopfloor.finetune) finds the site model catalog and the
+    # Fine-tuning in sessions (shopfloor.finetune.recipe) finds the site model catalog and the
     # users' run folder here; sessions cannot read the site file.
     c.ShopfloorSpawner.environment.update({
         "SHOPFLOOR_MODEL_CATALOG": site.models.catalog_dir,
         "SHOPFLOOR_RUNS_DIR": site.models.runs_dir,
     })
     # The server's token ($JUPYTERHUB_API_TOKEN in the session) lets in-session code (the
-    # compute panel, shopfloor.hubapi) list, start and stop the user's own servers and read
+    # compute panel, shopfloor.session.hubapi) list, start and stop the user's own servers and read
     # their spawn progress; nothing more (no tokens, no other users, no admin).
     c.ShopfloorSpawner.server_token_scopes = list(SERVER_TOKEN_SCOPES)
 
@@ -123,12 +123,12 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
 
     install_apps(c, site, site_source)
 
-    from shopfloor.extensions.workshop_hub import install_workshops
+    from shopfloor.extensions.workshops_hub import install_workshops
 
     # Workshops: the workshop service, trainer roles, participants' defaults and material.
     install_workshops(c, site, site_source)
 
-    from shopfloor.extensions.reattach import detach_unstarted_servers, schedule_reattach
+    from shopfloor.extensions.spawn_reattach import detach_unstarted_servers, schedule_reattach
 
     detach_unstarted_servers(c.JupyterHub.db_url)
     schedule_reattach()

@@ -1,6 +1,6 @@
 """``GET /hub/api/shopfloor/ray``: the site's Ray settings, for code in users' sessions.
 
-:mod:`shopfloor.raycluster` runs in users' kernels, which cannot read the site file; it asks
+:mod:`shopfloor.ray.cluster` runs in users' kernels, which cannot read the site file; it asks
 here for the idle timeout, object store sizing and folders (see
 :class:`shopfloor.site.RaySettings`). Any valid token of a user may read them.
 """
@@ -11,7 +11,7 @@ import json
 
 from jupyterhub.apihandlers import default_handlers
 
-from shopfloor.extensions.api import _ShopfloorHandler
+from shopfloor.extensions.resources_api import _ShopfloorHandler
 
 
 class RaySettingsHandler(_ShopfloorHandler):

@@ -22,7 +22,7 @@ from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
 from shopfloor.resources import RequestError, UserContext
-from shopfloor.slurm import SlurmError
+from shopfloor.slurm.seam import SlurmError
 from shopfloor.timeutil import format_minutes
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shopfloor.slurm import SlurmError
+from shopfloor.slurm.seam import SlurmError
 from shopfloor.timeutil import format_minutes
 
 if TYPE_CHECKING:

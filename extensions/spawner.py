@@ -4,10 +4,11 @@ Differences from stock batchspawner, and why:
 
 * ``user_options`` from every path (form, ``/hub/spawn?opt-...`` URL, REST) go through the one
   :class:`~shopfloor.resources.RequestPolicy`; the job script is built from the validated,
-  typed request only (:mod:`shopfloor.jobscript`), never by merging raw options into a template.
+  typed request only (:mod:`shopfloor.slurm.jobscript`), never by merging raw options into a
+  template.
 * The server token reaches the job by name through sbatch's ``--export``, never in the script.
 * The job id is saved to the hub database as soon as ``sbatch`` returns.
-* Status comes from one shared, batched ``squeue`` (:class:`~shopfloor.jobwatch.JobWatcher`).
+* Status comes from one shared, batched ``squeue`` (:class:`~shopfloor.slurm.jobwatch.JobWatcher`).
 * A job that fails, is cancelled or dies before calling back is reported within seconds with
   Slurm's reason and the end of the job log (read as the user: :mod:`shopfloor.userfiles`);
   while pending, progress says why and until when.
@@ -35,11 +36,11 @@ from sqlalchemy.orm import object_session
 from traitlets import Any as AnyTrait
 from traitlets import Float, Unicode, default
 
-from shopfloor.context import ShopfloorContext
-from shopfloor.jobscript import JobSpec, build_script
-from shopfloor.jobwatch import JobState, JobStatus
+from shopfloor.extensions.context import ShopfloorContext
 from shopfloor.resources import RequestError, ResourceRequest, UserContext
-from shopfloor.slurm import JobInfo, SlurmError
+from shopfloor.slurm.jobscript import JobSpec, build_script
+from shopfloor.slurm.jobwatch import JobState, JobStatus
+from shopfloor.slurm.seam import JobInfo, SlurmError
 from shopfloor.timeutil import format_minutes
 from shopfloor.userfiles import private_dir_as_user, tail_as_user
 
@@ -144,7 +145,7 @@ class ShopfloorSpawner(SlurmSpawner):
 
     @default("options_form")
     def _options_form_default(self) -> Any:
-        from shopfloor.extensions.spawnform import render_options_form
+        from shopfloor.extensions.spawn_form import render_options_form
 
         return render_options_form
 
@@ -156,7 +157,7 @@ class ShopfloorSpawner(SlurmSpawner):
 
     def user_context(self) -> UserContext:
         """The user's name, hub and Unix groups, admin flag: what the policy needs."""
-        from shopfloor.extensions.api import user_context_for
+        from shopfloor.extensions.resources_api import user_context_for
 
         return user_context_for(self.user)
 
@@ -257,7 +258,7 @@ class ShopfloorSpawner(SlurmSpawner):
         return plain, secret
 
     def job_command(self) -> list[str]:
-        """Our launcher (:mod:`shopfloor.extensions.singleuser`), then the server to run.
+        """Our launcher (:mod:`shopfloor.session.singleuser`), then the server to run.
 
         The server is JupyterHub's ``Spawner.cmd`` (``['jupyterhub-singleuser']`` unless the
         admin configured another program); a bare program name is looked up in the job's
@@ -267,7 +268,7 @@ class ShopfloorSpawner(SlurmSpawner):
         if not os.path.isabs(server):
             server = os.path.join(os.path.dirname(self.python), server)
         return [
-            self.python, "-m", "shopfloor.extensions.singleuser",
+            self.python, "-m", "shopfloor.session.singleuser",
             server, *server_args, *self.get_args(),
         ]
 

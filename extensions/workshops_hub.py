@@ -2,7 +2,7 @@
 
 Called from ``shopfloor.extensions.install`` (:func:`install_workshops`):
 
-* registers the ``workshop`` managed service (:mod:`shopfloor.extensions.workshop_service`)
+* registers the ``workshop`` managed service (:mod:`shopfloor.extensions.workshops_service`)
   with a role to manage workshop accounts, groups and servers, and lets every user's tokens
   (sessions' included) reach it, so guided notebooks can record checkpoints;
 * **trainer roles.** JupyterHub 6 has no REST API to create roles (``/hub/api/roles`` does
@@ -32,9 +32,9 @@ from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
 from shopfloor.site import SiteConfig
-from shopfloor.workshopdb import Workshop, WorkshopStore, group_name, role_name, store_path
+from shopfloor.workshops.model import Workshop, WorkshopStore, group_name, role_name, store_path
 
-log = logging.getLogger("shopfloor.workshop")
+log = logging.getLogger("shopfloor.workshops.client")
 SERVICE_NAME = "workshop"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 #: What the workshop service may do on the hub: make and remove participants' hub users,
@@ -160,7 +160,7 @@ async def _fresh_reservation(spawner: Any, reservation: str) -> None:
 
 async def workshop_pre_spawn(spawner: Any) -> None:
     """``pre_spawn_hook``: put the workshop material into ``~/<workshop>`` once."""
-    from shopfloor.workshopops import OperationError, place_material
+    from shopfloor.workshops.ops import OperationError, place_material
 
     workshop = participant_workshop(spawner.ctx.site, spawner.user.name)
     if workshop is None or not workshop.material:
@@ -204,7 +204,7 @@ def active_trainer_roles(site: SiteConfig) -> list[dict[str, Any]]:
 
 def install_workshops(c: Any, site: SiteConfig, site_source: str | None) -> None:
     """Register the workshop service, trainer roles and participants' spawn hooks."""
-    from shopfloor.extensions.workshop_service import service_url, workshop_service_config
+    from shopfloor.extensions.workshops_service import service_url, workshop_service_config
 
     services = [s for s in _configured(c.JupyterHub, "services")
                 if s.get("name") != SERVICE_NAME]

@@ -1,8 +1,8 @@
 """The ``workshop`` hub service: join codes, checkpoints, the trainer's view, the clean end.
 
-Run by JupyterHub as a managed service (registered by ``shopfloor.extensions.workshop_hub``)::
+Run by JupyterHub as a managed service (registered by ``shopfloor.extensions.workshops_hub``)::
 
-    python -m shopfloor.extensions.workshop_service
+    python -m shopfloor.extensions.workshops_service
 
 Routes (all under ``/services/workshop/``):
 
@@ -18,7 +18,7 @@ Routes (all under ``/services/workshop/``):
   ``.../exports/<file>`` (GET one exported file, read with the calling trainer's rights).
 
 Trainers are the workshop's creator and co-trainers; hub admins may do everything. The
-service keeps its state in one sqlite file (:class:`~shopfloor.workshopdb.WorkshopStore`).
+service keeps its state in one sqlite file (:class:`~shopfloor.workshops.model.WorkshopStore`).
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import jinja2
 from jupyterhub.services.auth import HubAuth
 from tornado import httpclient, ioloop, web
 
-from shopfloor import workshopops as ops
 from shopfloor.site import SiteConfig, load_site
-from shopfloor.slurm import Slurm, SlurmError
-from shopfloor.workshopdb import (
+from shopfloor.slurm.seam import Slurm, SlurmError
+from shopfloor.workshops import ops
+from shopfloor.workshops.model import (
     END_STEPS,
     STEP_NAME,
     Checkpoint,
@@ -66,7 +66,7 @@ from shopfloor.workshopdb import (
     store_path,
 )
 
-log = logging.getLogger("shopfloor.workshop")
+log = logging.getLogger("shopfloor.workshops.client")
 SERVICE_NAME = "workshop"
 PREFIX = f"/services/{SERVICE_NAME}"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
@@ -691,7 +691,7 @@ def workshop_service_config(site: SiteConfig, site_file: str) -> dict[str, Any]:
     return {
         "name": SERVICE_NAME,
         "url": service_url(site),
-        "command": [sys.executable, "-m", "shopfloor.extensions.workshop_service"],
+        "command": [sys.executable, "-m", "shopfloor.extensions.workshops_service"],
         "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", "")},
         "display": True,
     }

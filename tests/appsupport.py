@@ -15,8 +15,8 @@ import yaml
 from hubclient import HubClient
 from support import PORT_BASE, REPO, RunningHub, write_test_site
 
-from shopfloor.apps import app_origin
-from shopfloor.demo import Hub
+from shopfloor.apps.model import app_origin
+from shopfloor.demo.hub import Hub
 from shopfloor.site import load_site
 
 #: The apps tests run their own hub (short idle stop, public apps allowed) on these ports,

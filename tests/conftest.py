@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support import RunningHub, cancel_test_hub_jobs, write_test_site
 
-from shopfloor.demo import Credentials, Hub, credentials_path, default_site_file
-from shopfloor.localcluster import LocalCluster
+from shopfloor.demo.hub import Credentials, Hub, credentials_path, default_site_file
+from shopfloor.demo.localcluster import LocalCluster
 from shopfloor.site import load_site
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from hubclient import HubClient
 
-from shopfloor.demo import Hub
+from shopfloor.demo.hub import Hub
 from shopfloor.site import SiteConfig
 
 REPO = Path(__file__).resolve().parents[1]

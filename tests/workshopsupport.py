@@ -33,8 +33,8 @@ import requests
 from hubclient import HubClient
 from support import PORT_BASE, RunningHub
 
-from shopfloor.extensions.workshop_service import PREFIX
-from shopfloor.workshop import WorkshopClient, WorkshopError
+from shopfloor.extensions.workshops_service import PREFIX
+from shopfloor.workshops.client import WorkshopClient, WorkshopError
 
 #: Every workshop a test makes is named ``q<port base><kind letter><digits>``.
 NAME_PREFIX = f"q{PORT_BASE}"

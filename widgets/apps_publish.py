@@ -1,6 +1,6 @@
 """``PublishPanel``: publish the current notebook as an app, from the notebook itself.
 
-A thin ipywidgets view over :class:`~shopfloor.appclient.AppsClient` (any object with its
+A thin ipywidgets view over :class:`~shopfloor.apps.client.AppsClient` (any object with its
 ``publish``/``list``/``rollback``/``unpublish`` methods). Every check happens in the apps
 service; the panel shows its refusals field by field and never a traceback::
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from shopfloor.appclient import AppsClient, AppsError
+from shopfloor.apps.client import AppsClient, AppsError
 from shopfloor.widgets.common import status_html
 
 AUDIENCES = [

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shopfloor.resources import RequestError
-from shopfloor.slurm import SlurmError
+from shopfloor.slurm.seam import SlurmError
 
 #: Exceptions whose message is already written for users.
 _USER_WORDED = ("HubError", "BatchError", "SessionError")

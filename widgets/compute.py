@@ -5,7 +5,7 @@
     from shopfloor.widgets import ComputePanel
     ComputePanel()
 
-A thin view over :class:`shopfloor.compute.Compute`: the live partition table, a resource
+A thin view over :class:`shopfloor.session.compute.Compute`: the live partition table, a resource
 chooser whose bounds and defaults come from the hub (the site's one resource model), the
 user's sessions (state, Slurm's reason and expected start, open, stop) and batch runs of
 notebooks (state, cell i of n, the executed notebook, cancel). It refreshes itself; errors
@@ -23,10 +23,10 @@ from typing import Any
 import ipywidgets as w
 from traitlets import List, Unicode, observe
 
-from shopfloor.batch import BatchRun, RunStatus, parse_parameters
-from shopfloor.compute import Compute, PartitionRow
-from shopfloor.hubapi import HubError
-from shopfloor.sessions import Session
+from shopfloor.session.batch import BatchRun, RunStatus, parse_parameters
+from shopfloor.session.compute import Compute, PartitionRow
+from shopfloor.session.hubapi import HubError
+from shopfloor.session.sessions import Session
 
 from .common import PanelActions, Ticker, lab_link, plain_message, status_html
 

@@ -1,7 +1,7 @@
 """A guided fine-tuning wizard for people who are not ML engineers (notebook or Voila app).
 
 Eight steps, one screen each: data → model → method & preset → compute → train → evaluate →
-try it → save. It is a thin view over :mod:`shopfloor.finetune` (a :class:`Recipe`, a
+try it → save. It is a thin view over :mod:`shopfloor.finetune.recipe` (a :class:`Recipe`, a
 :class:`FineTuneJob` with progress callbacks, a :class:`FineTuneResult`): every check and
 every number comes from there, and each step can be driven from code::
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from shopfloor.catalog import TASKS, ModelCatalog, ModelEntry
-from shopfloor.datasets import DataError, Table
-from shopfloor.finetune import (
+from shopfloor.finetune.catalog import TASKS, ModelCatalog, ModelEntry
+from shopfloor.finetune.datasets import DataError, Table
+from shopfloor.finetune.recipe import (
     METHODS,
     PRESETS,
     FineTuneJob,
@@ -237,7 +237,7 @@ class FineTuneWizard(PanelActions, w.VBox):
         self.table = None
         self.preview.value = ""
         probe = self._recipe(text_column=None, label_column=None)
-        from shopfloor.datasets import read_table
+        from shopfloor.finetune.datasets import read_table
 
         table = read_table(probe.data, probe.delimiter, PRESETS[self.preset.value].limits)
         self.table = table
@@ -336,7 +336,7 @@ class FineTuneWizard(PanelActions, w.VBox):
                 if self.advanced[k].value != getattr(base, k)}
 
     def _leave_method(self) -> None:
-        from shopfloor.finetune import check_recipe
+        from shopfloor.finetune.recipe import check_recipe
 
         self.checked = check_recipe(self._recipe())
         self.show(self.checked.describe(), "ok")
@@ -502,7 +502,7 @@ class FineTuneWizard(PanelActions, w.VBox):
 def ready_ray_clusters() -> list[Any]:
     """The user's Shopfloor Ray clusters that are ready to take a job (none outside a hub)."""
     try:
-        from shopfloor.raycluster import list_clusters
+        from shopfloor.ray.cluster import list_clusters
 
         return [c for c in list_clusters() if c.status().ready]
     except (ImportError, OSError, RuntimeError):

@@ -5,7 +5,7 @@
     from shopfloor.widgets import RayClusterPanel
     RayClusterPanel()
 
-A thin view over :class:`shopfloor.raycluster.RayCluster`. The create form offers the
+A thin view over :class:`shopfloor.ray.cluster.RayCluster`. The create form offers the
 partitions and sizes the hub reports for this user (the site's one resource model checks them
 again); the status line follows the cluster from *pending* (Slurm's reason and expected
 start) through *starting* to *ready* (nodes, CPUs, GPUs, object store), and says when a worker
@@ -24,7 +24,7 @@ from typing import Any
 import ipywidgets as w
 from traitlets import Unicode, observe
 
-from shopfloor.raycluster import ClusterStatus, RayCluster, list_clusters
+from shopfloor.ray.cluster import ClusterStatus, RayCluster, list_clusters
 
 from .common import PanelActions, Ticker, plain_message, status_html
 from .compute import ResourceChooser
@@ -62,8 +62,8 @@ class RayClusterPanel(PanelActions, w.VBox):
     """Form → cluster view of one of the user's Ray clusters, refreshing every few seconds.
 
     ``cluster`` shows an existing cluster (else the newest running one, else the form);
-    ``hub`` is the session's :class:`shopfloor.hubapi.Hub` by default; ``root`` the folder of
-    the user's clusters (the site's ``ray.state_dir`` by default).
+    ``hub`` is the session's :class:`shopfloor.session.hubapi.Hub` by default; ``root`` the folder
+    of the user's clusters (the site's ``ray.state_dir`` by default).
     """
 
     message = Unicode()
@@ -142,13 +142,13 @@ class RayClusterPanel(PanelActions, w.VBox):
 
     def _hub(self) -> Any:
         if self.hub is None:
-            from shopfloor.hubapi import Hub
+            from shopfloor.session.hubapi import Hub
 
             self.hub = Hub()
         return self.hub
 
     def _load_form(self) -> None:
-        from shopfloor.compute import partition_rows
+        from shopfloor.session.compute import partition_rows
 
         answer = self._hub().partitions()
         self.chooser.set_rows(partition_rows(answer, None, None), answer.get("default_partition"))

@@ -17,7 +17,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-from shopfloor.workshop import WorkshopClient, WorkshopError
+from shopfloor.workshops.client import WorkshopClient, WorkshopError
 
 
 def _show(text: str, ok: bool) -> None:
@@ -35,7 +35,7 @@ def checkpoint(step: str, ok: bool = True, message: str = "", *,
     """Record that ``step`` was reached (``ok=True``) or failed (``ok=False``, ``message``).
 
     Returns the service's answer (``recorded`` says whether it counted for a workshop). A
-    refused step name raises :class:`~shopfloor.workshop.WorkshopError` (the notebook's
+    refused step name raises :class:`~shopfloor.workshops.client.WorkshopError` (the notebook's
     author must fix it); an unreachable service only shows a line.
     """
     try:

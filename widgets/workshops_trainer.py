@@ -1,6 +1,6 @@
 """``TrainerPanel``: a workshop at a glance — who is where, who is stuck, one click to help.
 
-A thin ipywidgets view over :class:`~shopfloor.workshop.WorkshopClient` (any object with its
+A thin ipywidgets view over :class:`~shopfloor.workshops.client.WorkshopClient` (any object with its
 ``status``/``progress``/``start_server``/``stop_server`` methods). Works in JupyterLab and as
 a Voila app::
 
@@ -23,8 +23,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from shopfloor.widgets.common import Ticker, plain_message, status_html
-from shopfloor.workshop import WorkshopClient, WorkshopError
-from shopfloor.workshopdb import ProgressRow
+from shopfloor.workshops.client import WorkshopClient, WorkshopError
+from shopfloor.workshops.model import ProgressRow
 
 _STYLE = """<style>
 .sf-trainer table { border-collapse: collapse; width: 100%; }

@@ -1,14 +1,17 @@
-"""Shopfloor: the self-service workbench of an AI Factory."""
+"""Shopfloor: the self-service workbench of an AI Factory.
 
-import os as _os
+One subpackage per capability; each package's docstring says what it owns and what it may
+import (checked by import-linter, see ``.importlinter``):
+
+- ``shopfloor.site``, ``shopfloor.resources``, ``shopfloor.timeutil``, ``shopfloor.userfiles``:
+  the core (site file, the one resource-request model, Slurm's walltime grammar, reading a
+  user's files as that user);
+- ``shopfloor.slurm``: the one seam to the Slurm tools;
+- ``shopfloor.session``: what runs in a user's session (hub client, sessions, batch runs);
+- ``shopfloor.ray``, ``shopfloor.finetune``, ``shopfloor.apps``, ``shopfloor.workshops``;
+- ``shopfloor.demo``: the embedded cluster and ``shopfloor demo``;
+- ``shopfloor.extensions`` (folder ``extensions/``): the hub side, files named by capability;
+- ``shopfloor.widgets`` (folder ``widgets/``): the panels, files named by capability.
+"""
 
 __version__ = "0.1.0"
-
-# In a source checkout the client's top-level folders (extensions/, widgets/, hub_config/)
-# sit beside this package; installed, pyproject.toml maps them into it. Let the checkout work
-# too (e.g. `python -m benchmarks.spawn` from the repository root, where the checkout's
-# shopfloor/ comes first on sys.path).
-_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-_markers = ("hub_config/jupyterhub_config.py", "extensions/__init__.py")
-if all(_os.path.isfile(_os.path.join(_checkout, m)) for m in _markers):
-    __path__.append(_checkout)

@@ -11,7 +11,7 @@ from shopfloor.site import SiteConfigError
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from shopfloor.localcluster import LocalCluster
+    from shopfloor.demo.localcluster import LocalCluster
 
     cluster = LocalCluster(Path(args.state_dir) if args.state_dir else None)
     if args.action == "up":
@@ -27,7 +27,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shopfloor import demo
+    from shopfloor.demo import hub as demo
 
     site = Path(args.site) if args.site else None
     if args.credentials:
@@ -44,7 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from shopfloor.catalog import ModelCatalog, build_demo_catalog
+    from shopfloor.finetune.catalog import ModelCatalog, build_demo_catalog
 
     if args.action == "build-demo":
         root = build_demo_catalog(args.catalog, copy=args.copy)
@@ -80,11 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="copy the packaged model's files instead of linking them")
     models.set_defaults(func=_models)
 
-    from shopfloor.appcli import add_apps_parser
+    from shopfloor.apps.cli import add_apps_parser
 
     add_apps_parser(sub)
 
-    from shopfloor.workshopcli import add_workshop_parser
+    from shopfloor.workshops.cli import add_workshop_parser
 
     add_workshop_parser(sub)
     return parser
@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from shopfloor.catalog import CatalogError
-    from shopfloor.demo import DemoError
-    from shopfloor.localcluster import ClusterError
+    from shopfloor.demo.hub import DemoError
+    from shopfloor.demo.localcluster import ClusterError
+    from shopfloor.finetune.catalog import CatalogError
 
     try:
         return int(args.func(args))

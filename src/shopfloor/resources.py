@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from shopfloor.site import SiteConfig
-from shopfloor.slurm import PartitionInfo, expand_hostlist
+from shopfloor.slurm.seam import PartitionInfo, expand_hostlist
 from shopfloor.timeutil import format_minutes, parse_walltime
 
 #: The only keys a user may send. Everything else (``cmd``, ``prologue``, ``output``, ...) is

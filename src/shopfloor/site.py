@@ -219,7 +219,7 @@ class AppsSettings(_Strict):
 
 
 class RaySettings(_Strict):
-    """Ray clusters that users start from their sessions (:mod:`shopfloor.raycluster`)."""
+    """Ray clusters that users start from their sessions (:mod:`shopfloor.ray.cluster`)."""
 
     idle_timeout_minutes: int = Field(
         30, ge=0, le=7 * 24 * 60,
@@ -256,7 +256,7 @@ class RaySettings(_Strict):
 
 
 class ModelSettings(_Strict):
-    """Fine-tuning (:mod:`shopfloor.finetune`): the model catalog and where runs are kept."""
+    """Fine-tuning (:mod:`shopfloor.finetune.recipe`): the model catalog and where runs are kept."""
 
     catalog_dir: str = Field(
         "/opt/shopfloor/models",
@@ -274,7 +274,7 @@ class ModelSettings(_Strict):
 
 
 class WorkshopSettings(_Strict):
-    """Workshops run by trainers (``workshop`` hub service, :mod:`shopfloor.workshop`)."""
+    """Workshops run by trainers (``workshop`` hub service, :mod:`shopfloor.workshops.client`)."""
 
     creators: list[Name] = Field(
         default_factory=list,

@@ -21,7 +21,7 @@ from workshopsupport import (
     wait_for_service,
 )
 
-from shopfloor.workshop import WorkshopClient
+from shopfloor.workshops.client import WorkshopClient
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.slow]
 NOTEBOOK = "trainer-panel-test.ipynb"

@@ -12,9 +12,9 @@ import nbformat
 import pytest
 from support import RunningHub, squeue_jobs
 
-from shopfloor.batch import BatchRun
-from shopfloor.hubapi import Hub
-from shopfloor.sessions import Sessions
+from shopfloor.session.batch import BatchRun
+from shopfloor.session.hubapi import Hub
+from shopfloor.session.sessions import Sessions
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 
@@ -125,7 +125,7 @@ def _wait(run: BatchRun, until: str, timeout: float = 60) -> None:
 def test_run_a_notebook_as_a_batch_job(hub: RunningHub, alice_notebook: Path) -> None:
     token = hub.client("alice").token()
     submit = (
-        "from shopfloor.batch import BatchRun\n"
+        "from shopfloor.session.batch import BatchRun\n"
         f"run = BatchRun.submit({str(alice_notebook)!r}, partition='debug', cpus=1, "
         "memory_gb=0.5, walltime='5', parameters={'n': 21, 'sleep_seconds': 0})\n"
         "print(run.directory)"
@@ -143,7 +143,8 @@ def test_run_a_notebook_as_a_batch_job(hub: RunningHub, alice_notebook: Path) ->
         assert json.loads((run.directory / "progress.json").read_text())["state"] == "completed"
         # The hub's limits apply: debug allows 30 minutes.
         bad = (
-            "from shopfloor.batch import BatchRun\nfrom shopfloor.resources import RequestError\n"
+            "from shopfloor.session.batch import BatchRun\n"
+            "from shopfloor.resources import RequestError\n"
             "try:\n"
             f"    BatchRun.submit({str(alice_notebook)!r}, partition='debug', walltime='2:00:00')\n"
             "except RequestError as exc:\n    print(exc.problems['walltime'])"
@@ -157,7 +158,7 @@ def test_run_a_notebook_as_a_batch_job(hub: RunningHub, alice_notebook: Path) ->
 def test_cancel_a_running_batch_job(hub: RunningHub, alice_notebook: Path) -> None:
     token = hub.client("alice").token()
     submit = (
-        "from shopfloor.batch import BatchRun\n"
+        "from shopfloor.session.batch import BatchRun\n"
         f"run = BatchRun.submit({str(alice_notebook)!r}, partition='debug', memory_gb=0.5, "
         "walltime='5', parameters={'n': 1, 'sleep_seconds': 300})\n"
         "print(run.directory)"
@@ -166,7 +167,7 @@ def test_cancel_a_running_batch_job(hub: RunningHub, alice_notebook: Path) -> No
     try:
         _wait(run, "cell 3 of 4")  # the parameters and two cells ran; it sleeps in the last
         assert run.status().state == "running"
-        _as_alice(hub, token, f"from shopfloor.batch import BatchRun\n"
+        _as_alice(hub, token, f"from shopfloor.session.batch import BatchRun\n"
                                f"BatchRun({str(run.directory)!r}).cancel()")
         run = BatchRun(run.directory)
         assert run.status().state == "cancelled"

@@ -16,7 +16,7 @@ import requests
 import yaml
 from support import PORT_BASE, write_test_site
 
-from shopfloor.demo import Hub
+from shopfloor.demo.hub import Hub
 from shopfloor.site import load_site
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.catalog import MINILM_NAME, TINY_LM_NAME, build_demo_catalog
-from shopfloor.finetune import FineTuneJob, Progress, Recipe
+from shopfloor.finetune.catalog import MINILM_NAME, TINY_LM_NAME, build_demo_catalog
+from shopfloor.finetune.recipe import FineTuneJob, Progress, Recipe
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from shopfloor.catalog import build_demo_catalog
+from shopfloor.finetune.catalog import build_demo_catalog
 
 EXAMPLES = Path(__file__).parents[2] / "example_notebooks"
 NOTEBOOK = EXAMPLES / "finetune_classifier.ipynb"

@@ -32,9 +32,9 @@ def test_classifier_trains_on_a_slurm_ray_cluster(local_cluster: object) -> None
     name = f"ft-{os.getpid()}"
     code = f"""
 import json
-from shopfloor.finetune import FineTuneJob, Recipe
-from shopfloor.catalog import MINILM_NAME
-from shopfloor.raycluster import RayCluster
+from shopfloor.finetune.recipe import FineTuneJob, Recipe
+from shopfloor.finetune.catalog import MINILM_NAME
+from shopfloor.ray.cluster import RayCluster
 from shopfloor.resources import ResourceRequest
 from shopfloor.site import RaySettings
 

@@ -23,7 +23,7 @@ import requests
 import yaml
 from support import TEST_PORTS, RunningHub, fill_debug_partition, squeue_jobs, write_test_site
 
-from shopfloor.demo import Hub, credentials_path
+from shopfloor.demo.hub import Hub, credentials_path
 from shopfloor.site import load_site
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]

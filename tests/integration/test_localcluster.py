@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.localcluster import LocalCluster
-from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.demo.localcluster import LocalCluster
+from shopfloor.slurm.seam import Slurm, SlurmError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

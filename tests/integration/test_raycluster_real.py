@@ -24,7 +24,7 @@ REQUEST = ("ResourceRequest(partition='cpu', nodes=1, cpus=1, memory_gb=1, "
            "walltime_minutes=15)")
 PRELUDE = (
     "import json, time\n"
-    "from shopfloor.raycluster import RayCluster\n"
+    "from shopfloor.ray.cluster import RayCluster\n"
     "from shopfloor.resources import ResourceRequest\n"
     "from shopfloor.site import RaySettings\n"
 )
@@ -99,7 +99,7 @@ print(json.dumps({{"head": c.config()["head_job"], "workers": workers, "logs": l
         assert run(["scancel", worker]).returncode == 0
         wait_gone([worker])
         seen = as_user("alice", f"""
-from shopfloor.widgets.raypanel import RayClusterPanel
+from shopfloor.widgets.ray_panel import RayClusterPanel
 class NoHub:
     def partitions(self):
         return {{"partitions": []}}
@@ -222,7 +222,7 @@ def test_the_token_is_in_no_script_log_command_line_or_job_output(alice_cluster:
     assert "DONE" in alice_cluster["logs"] and "RAY_AUTH_MODE=token" in alice_cluster["logs"]
     assert token not in alice_cluster["logs"]
     script = run(["scontrol", "write", "batch_script", alice_cluster["job"], "-"]).stdout
-    assert "shopfloor.raynode" in script and token not in script
+    assert "shopfloor.ray.node" in script and token not in script
     assert token not in run(["scontrol", "show", "job", "-dd", alice_cluster["job"]]).stdout
     assert token not in run(["ps", "-eo", "args"]).stdout
     directory = Path(alice_cluster["dir"])

@@ -32,7 +32,7 @@ from workshopsupport import (
     wait_some_ready,
 )
 
-from shopfloor.workshop import WorkshopClient, WorkshopError
+from shopfloor.workshops.client import WorkshopClient, WorkshopError
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 PARTICIPANTS = 5

@@ -20,7 +20,7 @@ from workshopsupport import (
     workshop_name,
 )
 
-from shopfloor.workshop import WorkshopClient
+from shopfloor.workshops.client import WorkshopClient
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 

@@ -21,8 +21,8 @@ import pytest
 from support import RunningHub
 from workshopsupport import EXPORTS, running_workshop, service_url, trainer_client, wait_for_service
 
-from shopfloor.workshop import WorkshopClient, WorkshopError
-from shopfloor.workshopdb import store_path
+from shopfloor.workshops.client import WorkshopClient, WorkshopError
+from shopfloor.workshops.model import store_path
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 

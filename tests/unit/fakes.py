@@ -1,7 +1,7 @@
 """Tiny in-process stand-ins for unit tests: the hub's REST API and the Slurm seam.
 
-:class:`FakeHub` answers the calls :class:`shopfloor.hubapi.Hub` makes, over real HTTP, with
-canned data; :class:`RecordingSlurm` replaces :class:`shopfloor.slurm.Slurm` (the one seam).
+:class:`FakeHub` answers the calls :class:`shopfloor.session.hubapi.Hub` makes, over real HTTP, with
+canned data; :class:`RecordingSlurm` replaces :class:`shopfloor.slurm.seam.Slurm` (the one seam).
 The real hub and cluster are exercised by the integration tests.
 """
 
@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from shopfloor.slurm import JobInfo, SlurmError
+from shopfloor.slurm.seam import JobInfo, SlurmError
 
 TOKEN = "secret-test-token"
 

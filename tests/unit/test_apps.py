@@ -16,9 +16,9 @@ import pytest
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 
-from shopfloor.appclient import AppsError, service_url_from_hub
-from shopfloor.appjob import SECRET_HEADER, guard_handlers, voila_argv
-from shopfloor.apps import (
+from shopfloor.apps.client import AppsError, service_url_from_hub
+from shopfloor.apps.job import SECRET_HEADER, guard_handlers, voila_argv
+from shopfloor.apps.model import (
     App,
     AppInputError,
     AppStore,
@@ -291,7 +291,7 @@ def test_publish_panel_sends_the_form_and_shows_refusals() -> None:
 
 
 def test_app_origin_is_another_host_with_a_strict_policy() -> None:
-    from shopfloor.apps import app_origin
+    from shopfloor.apps.model import app_origin
 
     demo = app_origin("http://127.0.0.1:8000", AppsSettings())
     assert (demo.url, demo.bind_host, demo.bind_port) == ("http://127.0.0.2:8000", "127.0.0.2",
@@ -334,7 +334,7 @@ def test_kernels_belong_to_their_viewer_and_are_capped() -> None:
 def test_logs_never_show_kernel_ids() -> None:
     import logging
 
-    from shopfloor.appjob import RedactKernelIds
+    from shopfloor.apps.job import RedactKernelIds
 
     record = logging.LogRecord("Voila", logging.INFO, __file__, 1, "Kernel started: %s",
                                ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",), None)

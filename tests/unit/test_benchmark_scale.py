@@ -190,7 +190,7 @@ def test_ours_config_installs_the_bench_site_with_the_counting_bin(tmp_path: Pat
 
 def test_our_spawner_runs_the_configured_server_through_the_launcher() -> None:
     default = ShopfloorSpawner(python="/opt/env/bin/python").job_command()
-    assert default == ["/opt/env/bin/python", "-m", "shopfloor.extensions.singleuser",
+    assert default == ["/opt/env/bin/python", "-m", "shopfloor.session.singleuser",
                        "/opt/env/bin/jupyterhub-singleuser"]
     custom = ShopfloorSpawner(python="/opt/env/bin/python", cmd=["/b/standin", "-x"])
     assert custom.job_command()[3:] == ["/b/standin", "-x"]
@@ -298,7 +298,7 @@ def test_arguments_are_checked() -> None:
 def test_spawners_share_one_context_and_so_one_batched_squeue() -> None:
     # traitlets deep-copies config values into every configurable; a copied context would
     # give each spawner its own JobWatcher, i.e. one squeue per server again.
-    from shopfloor.context import ShopfloorContext
+    from shopfloor.extensions.context import ShopfloorContext
     from shopfloor.site import parse_site
 
     ctx = ShopfloorContext.from_site(parse_site({"partitions": {"cpu": {}}}))

@@ -11,15 +11,21 @@ import nbformat
 import pytest
 from fakes import TOKEN, FakeHub, RecordingSlurm
 
-from shopfloor import batch
-from shopfloor.batch import BatchError, BatchRun, check_parameters, parse_parameters, run_status
-from shopfloor.compute import estimate_wait, idle_gpus, partition_rows
-from shopfloor.hubapi import Hub, HubError
-from shopfloor.jobscript import build_script
-from shopfloor.notebookrun import execute, parameters_cell
 from shopfloor.resources import RequestError
-from shopfloor.sessions import Session, SessionError, Sessions, check_name
-from shopfloor.slurm import JobInfo
+from shopfloor.session import batch
+from shopfloor.session.batch import (
+    BatchError,
+    BatchRun,
+    check_parameters,
+    parse_parameters,
+    run_status,
+)
+from shopfloor.session.compute import estimate_wait, idle_gpus, partition_rows
+from shopfloor.session.hubapi import Hub, HubError
+from shopfloor.session.notebookrun import execute, parameters_cell
+from shopfloor.session.sessions import Session, SessionError, Sessions, check_name
+from shopfloor.slurm.jobscript import build_script
+from shopfloor.slurm.seam import JobInfo
 
 
 @pytest.fixture
@@ -253,7 +259,7 @@ def test_submit_validates_snapshots_and_builds_the_script(tmp_path: Path, hub: H
     [script] = slurm.scripts
     assert "#SBATCH --partition=debug" in script and "#SBATCH --time=0-00:20:00" in script
     assert f"#SBATCH --output={run.directory}/job.log" in script
-    assert f"-m shopfloor.notebookrun {run.directory}" in script
+    assert f"-m shopfloor.session.notebookrun {run.directory}" in script
     assert TOKEN not in script
     assert run.status().state == "queued"
     assert [r.id for r in BatchRun.list(tmp_path / "runs")] == [run.id]
@@ -280,8 +286,8 @@ def test_submit_refusals_leave_nothing_behind(tmp_path: Path, hub: Hub) -> None:
 
 
 def test_job_script_is_safe_for_odd_run_folders(tmp_path: Path) -> None:
-    from shopfloor.jobscript import JobScriptError
     from shopfloor.resources import ResourceRequest
+    from shopfloor.slurm.jobscript import JobScriptError
 
     with pytest.raises(JobScriptError):
         build_script(batch._job_spec(tmp_path / "with space", ResourceRequest(partition="cpu"),

@@ -11,8 +11,8 @@ import pytest
 from fakes import TOKEN, FakeHub, RecordingSlurm
 from test_compute_objects import small_notebook
 
-from shopfloor.compute import Compute
-from shopfloor.hubapi import Hub
+from shopfloor.session.compute import Compute
+from shopfloor.session.hubapi import Hub
 from shopfloor.widgets import ComputePanel
 from shopfloor.widgets.common import Ticker, lab_link, plain_message
 

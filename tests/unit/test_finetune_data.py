@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor.catalog import CARD_FILE, ModelCatalog
-from shopfloor.datasets import DataError, classification_examples, holdout_split, read_table
-from shopfloor.finetune import PRESETS, Progress, Recipe, RecipeError, check_recipe
-from shopfloor.metrics import classification_metrics
+from shopfloor.finetune.catalog import CARD_FILE, ModelCatalog
+from shopfloor.finetune.datasets import (
+    DataError,
+    classification_examples,
+    holdout_split,
+    read_table,
+)
+from shopfloor.finetune.metrics import classification_metrics
+from shopfloor.finetune.recipe import PRESETS, Progress, Recipe, RecipeError, check_recipe
 
 REVIEWS = Path(__file__).parents[2] / "example_notebooks" / "data" / "reviews.csv"
 

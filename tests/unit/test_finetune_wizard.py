@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from shopfloor.catalog import CARD_FILE, ModelCatalog
-from shopfloor.finetune import PRESETS, FineTuneJob, FineTuneResult
+from shopfloor.finetune.catalog import CARD_FILE, ModelCatalog
+from shopfloor.finetune.recipe import PRESETS, FineTuneJob, FineTuneResult
 from shopfloor.widgets import FineTuneWizard
 
 REVIEWS = Path(__file__).parents[2] / "example_notebooks" / "data" / "reviews.csv"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shopfloor.jobscript import JobScriptError, JobSpec, build_script
 from shopfloor.resources import ResourceRequest
+from shopfloor.slurm.jobscript import JobScriptError, JobSpec, build_script
 
 
 def spec(**kw: object) -> JobSpec:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from shopfloor.jobwatch import JobState, JobWatcher
-from shopfloor.slurm import JobInfo, Slurm, SlurmError
+from shopfloor.slurm.jobwatch import JobState, JobWatcher
+from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
 
 
 class FakeSlurm(Slurm):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor import localcluster
-from shopfloor.localcluster import (
+from shopfloor.demo import localcluster
+from shopfloor.demo.localcluster import (
     DEFAULT_NODES,
     DEFAULT_PARTITIONS,
     ClusterError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shopfloor.extensions.spawner import describe_pending
-from shopfloor.slurm import JobInfo
+from shopfloor.slurm.seam import JobInfo
 
 
 def job(reason: str, start: datetime | None) -> JobInfo:

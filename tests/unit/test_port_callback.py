@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shopfloor.extensions.handlers import parse_port_body
+from shopfloor.extensions.spawn_callback import parse_port_body
 
 
 def test_accepts_one_port() -> None:

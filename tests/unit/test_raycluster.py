@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from shopfloor.raycluster import RayCluster, RayClusterError, list_clusters
-from shopfloor.raynode import HEAD_FILE, STOPPED_FILE, write_json_private
+from shopfloor.ray.cluster import RayCluster, RayClusterError, list_clusters
+from shopfloor.ray.node import HEAD_FILE, STOPPED_FILE, write_json_private
 from shopfloor.resources import RequestError, ResourceRequest
 from shopfloor.site import RaySettings
-from shopfloor.slurm import JobInfo
+from shopfloor.slurm.seam import JobInfo
 
 REQUEST = ResourceRequest(partition="cpu", nodes=2, cpus=1, memory_gb=1, walltime_minutes=20)
 
 
 class FakeSlurm:
-    """Replaces :class:`shopfloor.slurm.Slurm`: records scripts, answers squeue from a dict."""
+    """Replaces :class:`shopfloor.slurm.seam.Slurm`: records scripts, answers squeue from a dict."""
 
     def __init__(self) -> None:
         self.scripts: list[str] = []
@@ -99,7 +99,7 @@ def test_create_writes_private_state_and_a_script_without_the_token(
     assert "#SBATCH --job-name=shopfloor-ray-demo" in script
     assert "#SBATCH --nodes=2" in script and "#SBATCH --cpus-per-task=1" in script
     assert f"srun --ntasks-per-node=1 --kill-on-bad-exit=0 /venv/bin/python -m " \
-           f"shopfloor.raynode --cluster-dir {directory}" in script
+           f"shopfloor.ray.node --cluster-dir {directory}" in script
     assert f"#SBATCH --output={directory}/logs/%j.log" in script
 
 
@@ -254,7 +254,7 @@ def test_dashboard_url_goes_through_the_users_server(
 def test_sync_bridge_works_inside_a_running_loop() -> None:
     import asyncio
 
-    from shopfloor.services import blocking
+    from shopfloor.session.services import blocking
 
     async def inner() -> int:
         return 7
@@ -287,7 +287,7 @@ class PanelHub:
 def test_panel_offers_the_hubs_partitions_and_shows_a_lost_worker(
     tmp_path: Path, slurm: FakeSlurm
 ) -> None:
-    from shopfloor.widgets.raypanel import RayClusterPanel
+    from shopfloor.widgets.ray_panel import RayClusterPanel
 
     make(tmp_path, slurm)
     cluster = RayAnswers("demo", settings=RaySettings(), slurm=slurm, root=tmp_path)
@@ -311,7 +311,7 @@ def test_panel_offers_the_hubs_partitions_and_shows_a_lost_worker(
 
 
 def test_panel_shows_field_problems_in_plain_words(tmp_path: Path, slurm: FakeSlurm) -> None:
-    from shopfloor.widgets.raypanel import RayClusterPanel
+    from shopfloor.widgets.ray_panel import RayClusterPanel
 
     panel = RayClusterPanel(None, hub=PanelHub(), auto_refresh=False, root=tmp_path)
     panel.name.value = "No Spaces Allowed"

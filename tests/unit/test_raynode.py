@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shopfloor import raynode
-from shopfloor.raynode import (
+from shopfloor.ray import node as raynode
+from shopfloor.ray.node import (
     IdleWatch,
     LaunchError,
     NodePlan,

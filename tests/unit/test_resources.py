@@ -15,7 +15,7 @@ from shopfloor.resources import (
     parse_reservations,
 )
 from shopfloor.site import parse_site
-from shopfloor.slurm import PartitionInfo
+from shopfloor.slurm.seam import PartitionInfo
 
 SITE = parse_site({
     "partitions": {

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from shopfloor.slurm import (
+from shopfloor.slurm.seam import (
     Slurm,
     SlurmError,
     expand_hostlist,

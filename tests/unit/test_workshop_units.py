@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from tornado import web
 
-from shopfloor.extensions.workshop_hub import trainer_scopes
-from shopfloor.extensions.workshop_service import EXPORT_FILE, Workshops, progress_csv
+from shopfloor.extensions.workshops_hub import trainer_scopes
+from shopfloor.extensions.workshops_service import EXPORT_FILE, Workshops, progress_csv
 from shopfloor.site import parse_site
-from shopfloor.widgets.checkpoints import check, checkpoint
-from shopfloor.widgets.trainer import TrainerPanel, progress_table
-from shopfloor.workshop import WorkshopError
-from shopfloor.workshopdb import (
+from shopfloor.widgets.workshops_checkpoints import check, checkpoint
+from shopfloor.widgets.workshops_trainer import TrainerPanel, progress_table
+from shopfloor.workshops.client import WorkshopError
+from shopfloor.workshops.model import (
     Checkpoint,
     Participant,
     ProgressRow,

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from shopfloor.appclient import AppsClient, AppsError
+from shopfloor.apps.client import AppsClient, AppsError
 
 
 def _app_ref(text: str) -> tuple[str, str]:

@@ -3,7 +3,7 @@
 Inside a session it needs nothing: it uses ``$JUPYTERHUB_API_TOKEN`` and finds the apps service
 beside the hub API (``$SHOPFLOOR_APPS_URL`` overrides)::
 
-    from shopfloor.appclient import AppsClient
+    from shopfloor.apps.client import AppsClient
     apps = AppsClient.from_env()
     app = apps.publish("slider_app.ipynb", title="Wave explorer", audience="groups",
                        names=["ml-team"], compute={"partition": "cpu", "cpus": 1})
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from shopfloor.apps import default_service_port
-from shopfloor.services import ServiceError, service_url_beside
+from shopfloor.apps.model import default_service_port
+from shopfloor.session.services import ServiceError, service_url_beside
 
 
 class AppsError(ServiceError):

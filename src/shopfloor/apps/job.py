@@ -2,7 +2,7 @@
 
 Run inside the app's Slurm job (as the app's owner) as::
 
-    python -m shopfloor.appjob --notebook SNAPSHOT/app.ipynb --base-url /services/apps/o/a/ \\
+    python -m shopfloor.apps.job --notebook SNAPSHOT/app.ipynb --base-url /services/apps/o/a/ \\
         --callback http://hub-host:port/services/apps/api/callback/o/a --pool-size 1
 
 The per-run secret arrives by name in ``$SHOPFLOOR_APP_SECRET`` (sbatch ``--export``); it is
@@ -34,7 +34,7 @@ import tornado.ioloop
 import tornado.web
 from voila.app import Voila
 
-from shopfloor.extensions.singleuser import free_port, node_address
+from shopfloor.session.singleuser import free_port, node_address
 
 SECRET_ENV = "SHOPFLOOR_APP_SECRET"
 SECRET_HEADER = "X-Shopfloor-App-Secret"
@@ -183,7 +183,7 @@ def voila_argv(notebook: str, base_url: str, address: str, port: int, pool_size:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shopfloor.appjob")
+    parser = argparse.ArgumentParser(prog="python -m shopfloor.apps.job")
     parser.add_argument("--notebook", required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--callback", required=True)

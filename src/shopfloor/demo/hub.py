@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from shopfloor.localcluster import ClusterError, LocalCluster
+from shopfloor.demo.localcluster import ClusterError, LocalCluster
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.userfiles import private_dir, private_file
 

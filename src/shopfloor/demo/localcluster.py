@@ -12,7 +12,7 @@ Typical use (what ``shopfloor cluster up|down|status`` does)::
     print(cluster.up().table())
     cluster.down()
 
-Scheduler queries go through :class:`shopfloor.slurm.Slurm`; only the daemons themselves
+Scheduler queries go through :class:`shopfloor.slurm.seam.Slurm`; only the daemons themselves
 (``slurmctld``, ``slurmd``, ``munged``) are started here with :mod:`subprocess`.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from shopfloor.slurm import Slurm, SlurmError, parse_slurm_time
+from shopfloor.slurm.seam import Slurm, SlurmError, parse_slurm_time
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_RUN_DIR = Path("/run/munge")
 MUNGE_LOG = Path("/var/log/munge/munged.log")
 #: The first line of every config file we write; also how we recognise our own files.
-CONFIG_HEADER = "# Written by shopfloor.localcluster"
+CONFIG_HEADER = "# Written by shopfloor.demo.localcluster"
 #: Binaries the cluster needs, all from Debian's slurm-wlm, slurm-client and munge packages.
 REQUIRED_BINARIES = (
     "slurmctld", "slurmd", "sinfo", "scontrol", "munged", "munge", "unmunge",

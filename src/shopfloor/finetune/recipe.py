@@ -3,7 +3,7 @@
 The plain objects behind the guided wizard (``shopfloor.widgets.FineTuneWizard``), usable
 from code::
 
-    from shopfloor.finetune import FineTuneJob, Recipe
+    from shopfloor.finetune.recipe import FineTuneJob, Recipe
 
     recipe = Recipe(name="reviews", data="~/reviews.csv", model="minilm-l6",
                     text_column="text", label_column="label", preset="quick")
@@ -19,7 +19,7 @@ go to ``~/shopfloor-runs/<name>/``; running a recipe with the same name again re
 its last checkpoint, and a failed worker is restarted from it (``max_failures``).
 
 The same recipe runs as a Ray job on a Shopfloor Ray cluster:
-``python -m shopfloor.finetune run ~/shopfloor-runs/<name>/recipe.json``.
+``python -m shopfloor.finetune.recipe run ~/shopfloor-runs/<name>/recipe.json``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopfloor.catalog import CatalogError, ModelCatalog, ModelEntry
-from shopfloor.datasets import (
+from shopfloor.finetune.catalog import CatalogError, ModelCatalog, ModelEntry
+from shopfloor.finetune.datasets import (
     DataError,
     DataLimits,
     Examples,
@@ -353,7 +353,7 @@ class ProgressWatcher(threading.Thread):
         self._stop_event = threading.Event()
 
     def poll(self) -> None:
-        from shopfloor.trainloop import iter_progress
+        from shopfloor.finetune.trainloop import iter_progress
 
         for offset, event in iter_progress(self.path, self.offset):
             self.offset = offset
@@ -410,7 +410,7 @@ class FineTunedModel:
 
     def answer(self, prompt: str, max_new_tokens: int = 40) -> str:
         """The model's answer to ``prompt`` (instruction-tuned causal LMs)."""
-        from shopfloor.trainloop import generate
+        from shopfloor.finetune.trainloop import generate
 
         return generate(self.model, self.tokenizer, prompt, self._torch.device("cpu"),
                         max_new_tokens=max_new_tokens)
@@ -558,7 +558,7 @@ class FineTuneJob:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        from shopfloor.trainloop import train_loop_per_worker
+        from shopfloor.finetune.trainloop import train_loop_per_worker
 
         self.progress = Progress(phase="starting", message="checking your data and model")
         self._notify()
@@ -593,16 +593,16 @@ class FineTuneJob:
         return self.result
 
     def submit(self, cluster: Any) -> str:
-        """Run as a Ray job on a Shopfloor Ray cluster (:class:`shopfloor.raycluster.RayCluster`).
+        """Run as a Ray job on a Shopfloor Ray cluster (:class:`shopfloor.ray.cluster.RayCluster`).
 
         Checks first (no compute spent on bad input), writes ``recipe.json`` to the run folder
-        and submits ``python -m shopfloor.finetune run <recipe.json>``; returns the job id.
+        and submits ``python -m shopfloor.finetune.recipe run <recipe.json>``; returns the job id.
         Progress arrives through the run folder, which the cluster's nodes share with this
         session; :meth:`wait_submitted` follows it to the end.
         """
         self.check()
         self._claim_run_dir()
-        entrypoint = (f"{shlex.quote(sys.executable)} -m shopfloor.finetune run "
+        entrypoint = (f"{shlex.quote(sys.executable)} -m shopfloor.finetune.recipe run "
                       f"{shlex.quote(str(self.run_dir / RECIPE_FILE))}")
         return str(cluster.submit(entrypoint))
 
@@ -657,8 +657,8 @@ class FineTuneJob:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shopfloor.finetune run RECIPE.json``: run a recipe (e.g. as a Ray job)."""
-    parser = argparse.ArgumentParser(prog="python -m shopfloor.finetune")
+    """``python -m shopfloor.finetune.recipe run RECIPE.json``: run a recipe (e.g. as a Ray job)."""
+    parser = argparse.ArgumentParser(prog="python -m shopfloor.finetune.recipe")
     parser.add_argument("action", choices=["run", "check"])
     parser.add_argument("recipe", help="a recipe.json file")
     args = parser.parse_args(argv)
@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(job.run().summary(), flush=True)
     except (RecipeError, OSError, json.JSONDecodeError) as exc:
-        print(f"shopfloor.finetune: {exc}", file=sys.stderr)
+        print(f"shopfloor.finetune.recipe: {exc}", file=sys.stderr)
         return 2
     return 0
 

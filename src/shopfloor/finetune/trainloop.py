@@ -1,7 +1,7 @@
 """What runs on each training worker: model set-up, the training step, checkpoints, evaluation.
 
 :func:`train_loop_per_worker` is the function Ray Train's ``TorchTrainer`` runs on every
-worker (see :mod:`shopfloor.finetune`). The pieces it is made of (:class:`Trainee`,
+worker (see :mod:`shopfloor.finetune.recipe`). The pieces it is made of (:class:`Trainee`,
 :func:`epoch_batches`) are plain PyTorch, so ``benchmarks/finetune.py`` runs the very same
 step under ``torchrun`` for comparison.
 
@@ -215,7 +215,7 @@ class ProgressWriter:
 
 def evaluate(trainee: Trainee, test: dict[str, list[str]]) -> dict[str, Any]:
     """Held-out metrics: accuracy, macro F1 and confusion matrix, or perplexity and samples."""
-    from shopfloor.metrics import classification_metrics
+    from shopfloor.finetune.metrics import classification_metrics
 
     model = trainee.model
     model.eval()

@@ -1,7 +1,7 @@
 """Ray clusters on Slurm, from a notebook or any Python code running as the user.
 
 A cluster is one Slurm job (head + workers, started by ``srun`` with
-:mod:`shopfloor.raynode`), plus one extra one-node job per worker added with
+:mod:`shopfloor.ray.node`), plus one extra one-node job per worker added with
 :meth:`RayCluster.scale`. It is safe on shared nodes and cleans up after itself:
 
 * every node picks free ports at start and uses its own temp folder (mode 700);
@@ -12,7 +12,7 @@ A cluster is one Slurm job (head + workers, started by ``srun`` with
 
 ::
 
-    from shopfloor.raycluster import RayCluster
+    from shopfloor.ray.cluster import RayCluster
     cluster = RayCluster.create("demo", {"partition": "cpu", "nodes": 2, "cpus": 1,
                                          "memory_gb": 1, "walltime": "30"})
     cluster.wait_ready()
@@ -41,8 +41,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from shopfloor.jobscript import JobSpec, build_script
-from shopfloor.raynode import (
+from shopfloor.ray.node import (
     CLUSTER_FILE,
     HEAD_FILE,
     STOPPED_FILE,
@@ -51,9 +50,10 @@ from shopfloor.raynode import (
     write_json_private,
 )
 from shopfloor.resources import RequestError, ResourceRequest
-from shopfloor.services import blocking
+from shopfloor.session.services import blocking
 from shopfloor.site import RaySettings
-from shopfloor.slurm import JobInfo, Slurm, SlurmError
+from shopfloor.slurm.jobscript import JobSpec, build_script
+from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
 
 T = TypeVar("T")
 
@@ -101,10 +101,10 @@ def fetch_settings(hub: Any | None) -> RaySettings:
 
 
 def default_hub() -> Any | None:
-    """The session's hub client (:class:`shopfloor.hubapi.Hub`), or ``None`` outside one."""
+    """The session's hub client (:class:`shopfloor.session.hubapi.Hub`), or ``None`` outside one."""
     if not (os.environ.get("JUPYTERHUB_API_URL") and os.environ.get("JUPYTERHUB_API_TOKEN")):
         return None
-    from shopfloor.hubapi import Hub
+    from shopfloor.session.hubapi import Hub
 
     return Hub()
 
@@ -298,7 +298,7 @@ class RayCluster:
         """The batch script of the first job (``worker_for=None``) or of a worker job."""
         command = [
             "srun", "--ntasks-per-node=1", "--kill-on-bad-exit=0",
-            python, "-m", "shopfloor.raynode", "--cluster-dir", str(self.directory),
+            python, "-m", "shopfloor.ray.node", "--cluster-dir", str(self.directory),
         ]
         if worker_for:
             command += ["--worker-for", worker_for]

@@ -26,7 +26,7 @@ from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import AddSlashHandler, ProxyHandler
 from tornado import web
 
-from shopfloor.raycluster import RayCluster, RayClusterError, check_name
+from shopfloor.ray.cluster import RayCluster, RayClusterError, check_name
 from shopfloor.site import RaySettings
 
 
@@ -94,7 +94,7 @@ class RayDashboardHandler(ProxyHandler):
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "shopfloor.raydashboard"}]
+    return [{"module": "shopfloor.ray.dashboard"}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
@@ -108,7 +108,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
 
 #: The config file that enables this extension for every Jupyter server of the environment.
-CONFIG = {"ServerApp": {"jpserver_extensions": {"shopfloor.raydashboard": True}}}
+CONFIG = {"ServerApp": {"jpserver_extensions": {"shopfloor.ray.dashboard": True}}}
 
 
 def config_file_text() -> str:

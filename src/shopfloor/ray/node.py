@@ -1,6 +1,6 @@
 """Job-side launcher of a Ray cluster: one task per node, started by ``srun``.
 
-The batch script of a cluster runs ``srun python -m shopfloor.raynode --cluster-dir DIR``.
+The batch script of a cluster runs ``srun python -m shopfloor.ray.node --cluster-dir DIR``.
 Each task decides its role (:func:`plan_node`: task 0 of the cluster's first job is the head,
 every other task a worker), then:
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("shopfloor.raynode")
+log = logging.getLogger("shopfloor.ray.node")
 
 #: Ports each node picks for itself (``ray start`` option names). Ray's defaults (6379, 8265,
 #: 10001, 52365, ...) are fixed numbers that collide when users share nodes.
@@ -103,7 +103,7 @@ def plan_node(env: Mapping[str, str], worker_job_for: str | None = None) -> Node
     job = env.get("SLURM_JOB_ID", "")
     procid = env.get("SLURM_PROCID", "")
     if not job.isdigit() or not procid.isdigit():
-        raise LaunchError("shopfloor.raynode must run inside a Slurm job step (srun)")
+        raise LaunchError("shopfloor.ray.node must run inside a Slurm job step (srun)")
     index = int(procid)
     if worker_job_for:
         return NodePlan("worker", worker_job_for, index)
@@ -485,7 +485,7 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
     :data:`START_ATTEMPTS` times); a worker also starts again when its head did. A head that
     fails for good records why in ``stopped.json`` and cancels the cluster.
     """
-    from shopfloor.extensions.singleuser import node_address
+    from shopfloor.session.singleuser import node_address
 
     config = read_json(cluster_dir / CLUSTER_FILE)
     if config is None:
@@ -594,7 +594,7 @@ def _cancel_cluster_jobs(names: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shopfloor.raynode", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m shopfloor.ray.node", description=__doc__)
     parser.add_argument("--cluster-dir", required=True, type=Path)
     parser.add_argument(
         "--worker-for", default=None, help="job id of the head: all tasks are workers"
@@ -608,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  plan.head_job)
         return run_node(args.cluster_dir, plan, os.environ)
     except LaunchError as exc:
-        print(f"shopfloor.raynode: {exc}", file=sys.stderr, flush=True)
+        print(f"shopfloor.ray.node: {exc}", file=sys.stderr, flush=True)
         if plan is not None and plan.role == "head":
             config = read_json(args.cluster_dir / CLUSTER_FILE) or {}
             record_stop(args.cluster_dir, plan.head_job, f"the head node could not start: {exc}",

@@ -2,5 +2,5 @@
 
 Owns the hub client (``hubapi``), the services' client pieces, named sessions, batch notebook
 runs and the compute view's data, and the job-side launcher of the server (``singleuser``).
-May import: ``shopfloor`` core and ``shopfloor.slurm``; never JupyterHub or batchspawner.
+May import: ``shopfloor`` core and ``shopfloor.slurm.seam``; never JupyterHub or batchspawner.
 """

@@ -2,7 +2,7 @@
 
 ::
 
-    from shopfloor.batch import BatchRun
+    from shopfloor.session.batch import BatchRun
     run = BatchRun.submit("train.ipynb", partition="cpu", cpus=2, walltime="30",
                           parameters={"epochs": 3})
     run.status()          # RunStatus(state='running', cell=2, cells=7, ...)
@@ -10,9 +10,10 @@
     run.output_path       # the executed notebook
     run.cancel()
 
-Resources are checked by the hub (:meth:`shopfloor.hubapi.Hub.validate`, the site's one model);
-the job script comes from :mod:`shopfloor.jobscript`, is submitted through
-:class:`shopfloor.slurm.Slurm` as the calling user, and runs :mod:`shopfloor.notebookrun`.
+Resources are checked by the hub (:meth:`shopfloor.session.hubapi.Hub.validate`, the site's one
+model); the job script comes from :mod:`shopfloor.slurm.jobscript`, is submitted through
+:class:`shopfloor.slurm.seam.Slurm` as the calling user, and runs
+:mod:`shopfloor.session.notebookrun`.
 Each run lives in its own folder, ``~/shopfloor-batch/<id>/`` by default: the notebook snapshot,
 ``progress.json``, ``output.ipynb`` and the job's log ``job.log``. (Not a hidden folder:
 JupyterLab does not open files in hidden folders, and users should be able to open results.)
@@ -37,18 +38,18 @@ from typing import Any, TypeVar
 
 import nbformat
 
-from shopfloor.hubapi import Hub
-from shopfloor.jobscript import JobSpec, build_script
-from shopfloor.notebookrun import (
+from shopfloor.resources import ResourceRequest
+from shopfloor.session.hubapi import Hub
+from shopfloor.session.notebookrun import (
     INPUT_FILE,
     OUTPUT_FILE,
     PROGRESS_FILE,
     RUN_FILE,
     write_json,
 )
-from shopfloor.resources import ResourceRequest
-from shopfloor.services import blocking
-from shopfloor.slurm import JobInfo, Slurm, SlurmError
+from shopfloor.session.services import blocking
+from shopfloor.slurm.jobscript import JobSpec, build_script
+from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
 
 T = TypeVar("T")
 
@@ -359,7 +360,7 @@ def _job_spec(directory: Path, request: ResourceRequest, python: str) -> JobSpec
     return JobSpec(
         name=f"shopfloor-run-{directory.name}",
         request=request,
-        command=[python, "-m", "shopfloor.notebookrun", str(directory)],
+        command=[python, "-m", "shopfloor.session.notebookrun", str(directory)],
         output=str(directory / LOG_FILE),
         workdir=str(directory),
         env={

@@ -2,7 +2,7 @@
 
 ::
 
-    from shopfloor.compute import Compute
+    from shopfloor.session.compute import Compute
     compute = Compute()                  # inside a session
     for p in compute.partitions():
         print(p.name, p.nodes_idle, p.gpus_idle, p.estimated_wait)
@@ -11,7 +11,7 @@
 
 Limits and defaults come from the hub (the site's one resource model); live numbers Shopfloor's
 hub API does not carry (idle GPUs, the expected start of queued jobs) come from Slurm through
-:class:`shopfloor.slurm.Slurm`, asked as the user.
+:class:`shopfloor.slurm.seam.Slurm`, asked as the user.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shopfloor.batch import BatchRun, RunStatus, statuses
-from shopfloor.hubapi import Hub
-from shopfloor.services import blocking
-from shopfloor.sessions import Sessions
-from shopfloor.slurm import JobInfo, Slurm, SlurmError, gpus_in_gres, parse_scontrol_nodes
+from shopfloor.session.batch import BatchRun, RunStatus, statuses
+from shopfloor.session.hubapi import Hub
+from shopfloor.session.services import blocking
+from shopfloor.session.sessions import Sessions
+from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError, gpus_in_gres, parse_scontrol_nodes
 from shopfloor.timeutil import format_minutes
 
 _UNAVAILABLE_STATES = ("DOWN", "DRAIN", "FAIL", "MAINT", "NOT_RESPONDING", "POWERED_DOWN")

@@ -1,11 +1,11 @@
 """Talk to the hub from inside a user's session (or from any code holding a user's token).
 
 :class:`Hub` is a small, blocking client for the JupyterHub REST API and Shopfloor's own
-endpoints (:mod:`shopfloor.extensions.api`). Inside a session it needs no arguments: it reads
-``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN`` and ``JUPYTERHUB_USER``, which the hub gives
-every server. Elsewhere pass them explicitly::
+endpoints (:mod:`shopfloor.extensions.resources_api`). Inside a session it needs no arguments:
+it reads ``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN`` and ``JUPYTERHUB_USER``, which the hub
+gives every server. Elsewhere pass them explicitly::
 
-    from shopfloor.hubapi import Hub
+    from shopfloor.session.hubapi import Hub
     hub = Hub()                                       # inside a session
     hub = Hub("http://127.0.0.1:8081/hub/api", token)  # anywhere else
     hub.partitions()["default_partition"]

@@ -1,8 +1,8 @@
 """Job side of a batch run: execute a notebook headless and report progress as it goes.
 
-Run inside the Slurm job as ``python -m shopfloor.notebookrun <run folder>``. The folder holds
-``run.json`` (what to run, written at submit) and ``input.ipynb`` (a snapshot of the notebook).
-This writes ``progress.json`` (state, cell i of n) after every code cell and the executed
+Run inside the Slurm job as ``python -m shopfloor.session.notebookrun <run folder>``. The folder
+holds ``run.json`` (what to run, written at submit) and ``input.ipynb`` (a snapshot of the
+notebook). This writes ``progress.json`` (state, cell i of n) after every code cell and the executed
 notebook to ``output.ipynb``, also when a cell fails (with the outputs up to the error).
 """
 
@@ -94,7 +94,7 @@ def execute(run_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        sys.exit("usage: python -m shopfloor.notebookrun RUN_FOLDER")
+        sys.exit("usage: python -m shopfloor.session.notebookrun RUN_FOLDER")
     sys.exit(execute(Path(args[0])))
 
 

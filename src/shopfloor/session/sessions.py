@@ -2,7 +2,7 @@
 
 ::
 
-    from shopfloor.sessions import Sessions
+    from shopfloor.session.sessions import Sessions
     sessions = Sessions()                      # inside a session: uses its hub token
     sessions.start("gpu-work", partition="gpu", gpus=1, walltime="1:00:00")
     for s in sessions.list():
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shopfloor.hubapi import Hub, HubError
+from shopfloor.session.hubapi import Hub, HubError
 
 #: Server names we accept: they become part of Slurm job names and URLs.
 SESSION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

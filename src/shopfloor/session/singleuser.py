@@ -1,6 +1,6 @@
 """Job-side launcher: pick a port on this node, tell the hub, then become the server.
 
-Run inside the Slurm job as ``python -m shopfloor.extensions.singleuser <server> [args...]``.
+Run inside the Slurm job as ``python -m shopfloor.session.singleuser <server> [args...]``.
 The hub learns only the port; it connects to the node's Slurm ``NodeAddr``.
 """
 
@@ -72,7 +72,7 @@ def report_port(port: int, attempts: int = 60, delay: float = 2.0) -> dict[str, 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.exit("usage: python -m shopfloor.extensions.singleuser SERVER [ARGS...]")
+        sys.exit("usage: python -m shopfloor.session.singleuser SERVER [ARGS...]")
     address = node_address()
     port = free_port(address)
     service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")

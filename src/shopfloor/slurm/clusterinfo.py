@@ -12,7 +12,7 @@ import logging
 import time
 
 from shopfloor.resources import LiveCluster, parse_reservations
-from shopfloor.slurm import Slurm, SlurmError
+from shopfloor.slurm.seam import Slurm, SlurmError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from shopfloor.slurm import JobInfo, Slurm, SlurmError
+from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Workshops: the model and store, the privileged operations, the client and CLI.
 
-May import: ``shopfloor`` core, ``shopfloor.slurm`` and ``shopfloor.session``; never JupyterHub
+May import: ``shopfloor`` core, ``shopfloor.slurm.seam`` and ``shopfloor.session``; never JupyterHub
 or batchspawner (the hub side lives in ``shopfloor.extensions.workshops_*``).
 """

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shopfloor.workshop import WorkshopClient, WorkshopError
+from shopfloor.workshops.client import WorkshopClient, WorkshopError
 
 
 def _client(args: argparse.Namespace) -> WorkshopClient:

@@ -3,7 +3,7 @@
 Inside a trainer's session it needs nothing (``$JUPYTERHUB_API_TOKEN``; the hub tells sessions
 the service URL as ``$SHOPFLOOR_WORKSHOP_URL``). Elsewhere pass the URL and a token::
 
-    from shopfloor.workshop import WorkshopClient
+    from shopfloor.workshops.client import WorkshopClient
     ws = WorkshopClient()
     info = ws.create("intro", title="Intro to ML", hours=3, capacity=40, partition="cpu",
                      cores=8, material="/srv/material/intro")
@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 
 import requests
 
-from shopfloor.services import ServiceError, service_url_beside
-from shopfloor.workshopdb import ProgressRow
+from shopfloor.session.services import ServiceError, service_url_beside
+from shopfloor.workshops.model import ProgressRow
 
 SERVICE_PATH = "/services/workshop"
 
@@ -90,7 +90,7 @@ class WorkshopClient:
     # -- trainers --------------------------------------------------------------------------
 
     def create(self, name: str, **settings: Any) -> dict[str, Any]:
-        """Create a workshop (see :func:`shopfloor.workshopdb.parse_spec` for the settings).
+        """Create a workshop (see :func:`shopfloor.workshops.model.parse_spec` for the settings).
 
         Returns its description, with the join ``code``, ``join_url`` and ``spawn_url``.
         """

@@ -1,6 +1,6 @@
 """Workshops as data: what a trainer may ask for, join codes, rosters, and the service's store.
 
-The ``workshop`` hub service (:mod:`shopfloor.extensions.workshop_service`) owns one sqlite
+The ``workshop`` hub service (:mod:`shopfloor.extensions.workshops_service`) owns one sqlite
 file (:class:`WorkshopStore`); the hub reads it too (which workshop a participant is in, its
 partition, reservation and material). Every input from trainers and participants is checked
 here, on the server side: :class:`WorkshopInputError` maps each bad field to what is allowed.

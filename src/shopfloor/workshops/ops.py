@@ -2,7 +2,7 @@
 
 Run by the ``workshop`` service and the hub (both root). Anything that writes into a user's
 home runs *as that user* (``sudo -n -u``), so a trainer's or participant's symlinks cannot
-steer root's writes. Scheduler commands go through :class:`shopfloor.slurm.Slurm`.
+steer root's writes. Scheduler commands go through :class:`shopfloor.slurm.seam.Slurm`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from shopfloor.slurm import Slurm, SlurmError
-from shopfloor.workshopdb import GIT_URL, WorkshopSpec, reservation_name
+from shopfloor.slurm.seam import Slurm, SlurmError
+from shopfloor.workshops.model import GIT_URL, WorkshopSpec, reservation_name
 
-log = logging.getLogger("shopfloor.workshop")
+log = logging.getLogger("shopfloor.workshops.client")
 _SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
