@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     from shopfloor.workshops.cli import add_workshop_parser
 
     add_workshop_parser(sub)
+
+    from shopfloor.ops.doctor import add_doctor_parser
+    from shopfloor.ops.sitedoc import add_site_reference_parser
+
+    add_doctor_parser(sub)
+    add_site_reference_parser(sub)
     return parser
 
 
