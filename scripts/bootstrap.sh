@@ -52,7 +52,7 @@ if ! "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0" >/tm
   exit 1
 fi
 say "installing Shopfloor into $VENV"
-if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[test,finetune]" >/tmp/shopfloor-pip.log 2>&1; then
+if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[hub,session,ray,finetune,test]" >/tmp/shopfloor-pip.log 2>&1; then
   tail -n 30 /tmp/shopfloor-pip.log >&2
   echo "bootstrap: pip install failed; full log in /tmp/shopfloor-pip.log" >&2
   exit 1
