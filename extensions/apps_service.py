@@ -320,7 +320,7 @@ class AppListHandler(_Base):
         try:
             app = await self.publish(owner, raw)
         except AppInputError as exc:
-            self.write_json({"message": str(exc), "problems": exc.problems}, 400)
+            self.write_json(exc.as_json(), exc.http_status)
             return
         await self.runner.stop(app.key)
         self.write_json({"app": app.summary(),
@@ -403,7 +403,7 @@ class RollbackHandler(AppApiHandler):
                 raise AppInputError({"version": "must be a version number such as 1"})
             app = self.store.rollback(app.owner, app.slug, number)
         except AppInputError as exc:
-            self.write_json({"message": str(exc), "problems": exc.problems}, 400)
+            self.write_json(exc.as_json(), exc.http_status)
             return
         await self.runner.stop(app.key)
         self.write_json({"app": app.summary()})
@@ -425,8 +425,8 @@ class AudienceHandler(AppApiHandler):
             group_exists=lambda n: known.get(n, (False, False))[1],
         )
         if problems:
-            self.write_json({"message": "; ".join(f"{k}: {v}" for k, v in problems.items()),
-                             "problems": problems}, 400)
+            error = AppInputError(problems)
+            self.write_json(error.as_json(), error.http_status)
             return
         self.write_json({"app": self.store.set_audience(app.owner, app.slug, audience).summary()})
 

@@ -43,6 +43,7 @@ import jinja2
 from jupyterhub.services.auth import HubAuth
 from tornado import httpclient, ioloop, web
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.slurm.seam import Slurm, SlurmError
 from shopfloor.workshops import ops
@@ -525,17 +526,16 @@ class _Base(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, WorkshopInputError):
-            self.set_status(400)
-            self.finish(json.dumps({"status": 400, "message": str(exc),
-                                    "problems": exc.problems}))
+        if isinstance(exc, ShopfloorError):
+            self.set_status(exc.http_status)
+            self.finish(json.dumps(exc.as_json()))
             return
         message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else (
             self._reason)
         self.finish(json.dumps({"status": status_code, "message": message}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, WorkshopInputError):
+        if isinstance(value, ShopfloorError):
             log.info("refused: %s", value)
             return
         super().log_exception(typ, value, tb)

@@ -1,8 +1,9 @@
 """Small pieces every Shopfloor panel shares: plain-word errors, auto-refresh, links, HTML.
 
 Panels are thin ipywidgets views over plain objects. They catch what those objects raise and
-show :func:`plain_message` in a status line (never a traceback), refresh themselves with a
-:class:`Ticker`, and link to files with :func:`lab_link`.
+show :func:`plain_message` in a status line (never a traceback): the ``user_message`` of a
+:class:`~shopfloor.errors.ShopfloorError`, never a guess from the class of the error. They
+refresh themselves with a :class:`Ticker`, and link to files with :func:`lab_link`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from shopfloor.resources import RequestError
+from shopfloor.errors import ShopfloorError
 from shopfloor.slurm.seam import SlurmError
-
-#: Exceptions whose message is already written for users.
-_USER_WORDED = ("HubError", "BatchError", "SessionError")
 
 
 def plain_message(exc: BaseException) -> str:
-    """What went wrong, in words a user can act on (no traceback, no class names)."""
-    if isinstance(exc, RequestError):
-        return "Please change: " + "; ".join(f"{k}: {v}" for k, v in exc.problems.items())
+    """What went wrong, in words a user can act on (no traceback, no class names).
+
+    Shopfloor's own errors are written for users (:attr:`ShopfloorError.user_message` names
+    each field to change); Slurm's refusals are shown in Slurm's words; anything else is
+    unexpected, so the user is told to try again or tell their admin.
+    """
+    if isinstance(exc, ShopfloorError):
+        return exc.user_message
     if isinstance(exc, SlurmError):
         return f"Slurm said: {exc.slurm_message}"
-    if type(exc).__name__ in _USER_WORDED:
-        return str(exc)
-    return f"Something went wrong: {exc or type(exc).__name__}. Try again; if it keeps " \
+    return f"Something went wrong: {str(exc) or repr(exc)}. Try again; if it keeps " \
            "happening, tell your admin."
 
 

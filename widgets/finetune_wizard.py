@@ -25,7 +25,7 @@ from typing import Any
 import ipywidgets as w
 
 from shopfloor.finetune.catalog import TASKS, ModelCatalog, ModelEntry
-from shopfloor.finetune.datasets import DataError, Table
+from shopfloor.finetune.datasets import Table
 from shopfloor.finetune.recipe import (
     METHODS,
     PRESETS,
@@ -52,11 +52,6 @@ DELIMITER_CHOICES = [("detect", None), ("comma ,", ","), ("semicolon ;", ";"), (
                      ("bar |", "|")]
 _ADVANCED = ("epochs", "learning_rate", "batch_size", "max_length", "train_layers",
              "lora_rank", "holdout")
-
-
-def problems_text(problems: dict[str, str]) -> str:
-    """A RecipeError/DataError's problems, one per line, for people."""
-    return "\n".join(f"• {field.replace('_', ' ')}: {text}" for field, text in problems.items())
 
 
 def table_html(rows: list[dict[str, str]], columns: list[str]) -> str:
@@ -136,12 +131,6 @@ class FineTuneWizard(PanelActions, w.VBox):
         self._render()
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    def describe_error(self, exc: BaseException) -> str:
-        if isinstance(exc, RecipeError | DataError):
-            return "Please change:\n" + problems_text(exc.problems)
-        return (f"Something went wrong: {exc}. Try again; if it keeps happening, "
-                "tell your admin.")
 
     def show(self, text: str, kind: str = "info") -> None:
         self.status.value = status_html(text, kind)

@@ -14,6 +14,7 @@ session) nothing is recorded and the notebook goes on: the line under the cell s
 from __future__ import annotations
 
 import html
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +65,8 @@ def check(step: str, condition: bool | Callable[[], Any], hint: str = "", *,
         passed = bool(condition() if callable(condition) else condition)
         message = "" if passed else (hint or "not yet")
     except Exception as exc:  # a participant's error is the answer of the check
-        passed, message = False, f"{type(exc).__name__}: {exc}"[:400]
+        # The participant's own Python error, as Python words it ("NameError: ...").
+        passed, message = False, traceback.format_exception_only(exc)[-1].strip()[:400]
         if hint:
             message = f"{hint} ({message})"[:500]
     checkpoint(step, passed, message, client=client)

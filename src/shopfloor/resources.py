@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.site import SiteConfig
 from shopfloor.slurm.seam import PartitionInfo, expand_hostlist
 from shopfloor.timeutil import format_minutes, parse_walltime
@@ -37,12 +38,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_TEXT = 64
 
 
-class RequestError(ValueError):
+class RequestError(ShopfloorError, ValueError):
     """One or more fields of a request are not allowed. ``problems`` maps field → message."""
 
     def __init__(self, problems: Mapping[str, str]) -> None:
-        self.problems = dict(problems)
-        super().__init__("; ".join(f"{k}: {v}" for k, v in self.problems.items()))
+        super().__init__(problems=problems)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from shopfloor.extensions.spawner import describe_pending
+from shopfloor.slurm.pending import describe_pending
 from shopfloor.slurm.seam import JobInfo
 
 

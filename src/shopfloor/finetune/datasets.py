@@ -17,18 +17,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shopfloor.errors import ShopfloorError
+
 DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 MIN_EXAMPLES = 10
 
 
-class ProblemsError(ValueError):
+class ProblemsError(ShopfloorError, ValueError):
     """Something cannot be used as it is. ``problems`` maps each setting to what is wrong."""
 
+    #: One problem per line: these errors are printed in terminals and Ray job logs too.
+    problems_separator = "\n"
+
     def __init__(self, problems: dict[str, str]) -> None:
-        self.problems = dict(problems)
-        super().__init__("\n".join(f"{k}: {v}" for k, v in self.problems.items()))
+        super().__init__(problems=problems)
+
+    def field_label(self, field: str) -> str:
+        """Settings such as ``label_column`` read as "label column" to people."""
+        return field.replace("_", " ")
 
 
 class DataError(ProblemsError):

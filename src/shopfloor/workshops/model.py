@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.site import SiteConfig
 
 #: Workshop names become Unix user names (``ws-<name>-<n>``), a hub group and a reservation.
@@ -38,12 +39,11 @@ MAX_CSV_BYTES = 64 * 1024
 END_STEPS = ("export", "stop_servers", "release_reservation", "remove_accounts", "cleanup_hub")
 
 
-class WorkshopInputError(ValueError):
+class WorkshopInputError(ShopfloorError, ValueError):
     """Input that is not allowed. ``problems`` maps field → what is allowed."""
 
     def __init__(self, problems: Mapping[str, str]) -> None:
-        self.problems = dict(problems)
-        super().__init__("; ".join(f"{k}: {v}" for k, v in self.problems.items()))
+        super().__init__(problems=problems)
 
 
 def group_name(workshop: str) -> str:
