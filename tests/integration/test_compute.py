@@ -12,9 +12,11 @@ import nbformat
 import pytest
 from support import RunningHub, squeue_jobs
 
+from shopfloor.apps.client import AppsClient
 from shopfloor.session.batch import BatchRun
 from shopfloor.session.hubapi import Hub
 from shopfloor.session.sessions import Sessions
+from shopfloor.workshops.client import WorkshopClient
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
 
@@ -61,6 +63,10 @@ def test_start_and_stop_a_session_from_python(hub: RunningHub) -> None:
         assert "pyobj" in inside.servers()
         assert inside.partitions()["default_partition"] == "cpu"
         assert inside.validate({"partition": "debug", "walltime": "5"}).walltime_minutes == 5
+        # The session's token finds the services in the hub's list, and they answer it.
+        assert set(inside.services()) == {"apps", "workshop"}
+        assert WorkshopClient(hub=inside).list() == []
+        assert isinstance(AppsClient(hub=inside).list("mine"), list)
         denied = {
             "tokens": inside.http.post(f"{inside.api_url}/users/alice/tokens", json={}),
             "other user": inside.http.get(f"{inside.api_url}/users/bob"),

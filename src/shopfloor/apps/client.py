@@ -1,7 +1,7 @@
 """Python API for publishing apps from a session (also behind ``shopfloor apps`` and the panel).
 
 Inside a session it needs nothing: it uses ``$JUPYTERHUB_API_TOKEN`` and finds the apps service
-beside the hub API (``$SHOPFLOOR_APPS_URL`` overrides)::
+in the hub's service list (``$SHOPFLOOR_APPS_URL`` overrides)::
 
     from shopfloor.apps.client import AppsClient
     apps = AppsClient.from_env()
@@ -16,67 +16,64 @@ each field to what is allowed.
 from __future__ import annotations
 
 import base64
-import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlencode
 
-from shopfloor.apps.model import default_service_port
-from shopfloor.session.services import ServiceError, service_url_beside
+from shopfloor.session.hubapi import Hub
+from shopfloor.session.services import ServiceClient, ServiceError
+
+#: The apps service's name in the hub's service list.
+SERVICE_NAME = "apps"
 
 
 class AppsError(ServiceError):
     """The apps service refused a request; ``problems`` maps field → message."""
 
 
-def service_url_from_hub(api_url: str) -> str:
-    """The apps service next to a hub API URL (``apps.service_port`` default: API port + 10)."""
-    port = default_service_port(urlparse(api_url).port or 80)
-    return service_url_beside(api_url, port, "/services/apps")
-
-
 class AppsClient:
-    """Talks to the apps service with a user's token."""
+    """Talks to the apps service with a user's token.
 
-    def __init__(self, url: str, token: str, timeout: float = 60) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
+    ``url`` is the service's root (``.../services/apps``); without it the service is looked up
+    in the hub's service list (``hub``, or the session's hub). ``token`` defaults to
+    ``$JUPYTERHUB_API_TOKEN``.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60,
+                 *, hub: Hub | None = None) -> None:
+        self.service = ServiceClient(SERVICE_NAME, url=url, token=token, hub=hub,
+                                     timeout=timeout, error=AppsError)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"AppsClient({self.service!r})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppsClient:
-        """The client for this session (``$JUPYTERHUB_API_TOKEN``, ``$JUPYTERHUB_API_URL``)."""
+        """The client for this session (``$JUPYTERHUB_API_TOKEN``; the hub's service list,
+        or ``$SHOPFLOOR_APPS_URL`` where set)."""
         env = os.environ if env is None else env
         token = env.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
             raise AppsError("no $JUPYTERHUB_API_TOKEN: run this inside a Shopfloor session, or "
                             "set it to a token from the hub's token page")
-        url = env.get("SHOPFLOOR_APPS_URL") or service_url_from_hub(
-            env.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"))
-        return cls(url, token)
+        url = env.get("SHOPFLOOR_APPS_URL")
+        if url:
+            return cls(url, token)
+        api_url = env.get("JUPYTERHUB_API_URL", "")
+        if not api_url:
+            raise AppsError("no $JUPYTERHUB_API_URL: run this inside a Shopfloor session, or "
+                            "set $SHOPFLOOR_APPS_URL to the apps service's URL")
+        return cls(token=token, hub=Hub(api_url, token, env.get("JUPYTERHUB_USER")))
+
+    @property
+    def url(self) -> str:
+        """The apps service's root URL (asks the hub the first time)."""
+        return self.service.url
 
     def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.url}/api{path}", data=data, method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            try:
-                reply = json.loads(exc.read() or b"{}")
-            except ValueError:
-                reply = {}
-            raise AppsError(reply.get("message") or f"the apps service answered {exc.code}",
-                            reply.get("problems"), exc.code) from None
-        except OSError as exc:
-            raise AppsError(f"cannot reach the apps service at {self.url}: {exc}") from None
+        return self.service.call(method, path, body)
 
     def publish(
         self,
@@ -106,8 +103,6 @@ class AppsClient:
 
     def list(self, which: str = "all", search: str = "") -> list[dict[str, Any]]:
         """Apps you can see: ``all``, ``mine`` or ``shared`` (with you)."""
-        from urllib.parse import urlencode
-
         return self._call("GET", "/apps?" + urlencode({"filter": which, "q": search}))["apps"]
 
     def get(self, owner: str, slug: str) -> dict[str, Any]:
@@ -127,4 +122,4 @@ class AppsClient:
                           {"audience": audience, "names": list(names)})["app"]
 
 
-__all__ = ["AppsClient", "AppsError", "service_url_from_hub"]
+__all__ = ["SERVICE_NAME", "AppsClient", "AppsError"]

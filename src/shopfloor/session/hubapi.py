@@ -1,15 +1,22 @@
-"""Talk to the hub from inside a user's session (or from any code holding a user's token).
+"""The one HTTP client for code in a user's session: the hub and Shopfloor's services.
 
-:class:`Hub` is a small, blocking client for the JupyterHub REST API and Shopfloor's own
-endpoints (:mod:`shopfloor.extensions.resources_api`). Inside a session it needs no arguments:
-it reads ``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN`` and ``JUPYTERHUB_USER``, which the hub
-gives every server. Elsewhere pass them explicitly::
+:class:`Hub` talks to the JupyterHub REST API and Shopfloor's own endpoints
+(:mod:`shopfloor.extensions.resources_api`), and finds Shopfloor's services (apps, workshop)
+in the hub's own service list (``GET /hub/api/services``), never by guessing ports. Inside a
+session it needs no arguments: it reads ``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN`` and
+``JUPYTERHUB_USER``, which the hub gives every server. Elsewhere pass them explicitly::
 
     from shopfloor.session.hubapi import Hub
     hub = Hub()                                       # inside a session
     hub = Hub("http://127.0.0.1:8081/hub/api", token)  # anywhere else
     hub.partitions()["default_partition"]
     hub.validate({"partition": "debug", "walltime": "20"})   # -> ResourceRequest
+    hub.service_url("apps")                           # -> http://10.0.0.5:8091/services/apps
+
+Every call goes through one :class:`requests.Session` made by :func:`http_session`: the
+user's token in the ``Authorization`` header, a timeout on every call, and urllib3's own
+retries (:data:`RETRIES`) for connections that fail and for idempotent calls the server
+could not answer. The service clients (:mod:`shopfloor.session.services`) share it.
 
 Every failure raises :class:`HubError` with a message in plain words that says what to do;
 the token never appears in messages, logs or URLs.
@@ -24,17 +31,50 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.resources import RequestError, ResourceRequest
 
 #: What a refused (403) call most likely lacks, by the first path segment after the API root.
 _SCOPE_HINTS = {
     "users": "this token may not manage your sessions (it needs the servers scopes)",
     "shopfloor": "this token does not belong to a hub user",
+    "services": "this token may not read the hub's service list (it needs the "
+                "list:services and read:services scopes; a session started before the hub "
+                "granted them gets them when it is started again)",
 }
 
+#: urllib3's retries for every call: connections that fail (the request never left, so any
+#: method is safe to send again) and, for idempotent methods only (GET, PUT, DELETE, ...),
+#: answers that say "try again" (502/503/504, honouring Retry-After). A read that times out
+#: is not retried: the caller's timeout is the longest a person waits. Back-off 0, 1, 2 s
+#: rides over a service restarting, not over a hub that is down.
+RETRIES = Retry(
+    total=3, connect=3, read=False, other=0, status=3, redirect=False,
+    allowed_methods=Retry.DEFAULT_ALLOWED_METHODS, status_forcelist=(502, 503, 504),
+    backoff_factor=0.5, backoff_max=4, raise_on_status=False,
+)
 
-class HubError(RuntimeError):
+
+#: Seconds to wait for a connection (per try); each client's own timeout bounds the answer.
+CONNECT_TIMEOUT = 5.0
+
+
+def http_session(token: str = "", *, retries: Retry = RETRIES) -> requests.Session:
+    """A :class:`requests.Session` with ``token`` in the ``Authorization`` header (none when
+    empty) and ``retries`` on every HTTP(S) connection. Pass a timeout with each call."""
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retries)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if token:
+        session.headers["Authorization"] = f"token {token}"
+    return session
+
+
+class HubError(ShopfloorError, RuntimeError):
     """A call to the hub failed. ``str()`` is a message for users; ``status`` the HTTP code."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -57,7 +97,8 @@ class Hub:
     """A user's view of the hub: partitions, resource checks, their servers.
 
     ``api_url`` is the hub's API root (``.../hub/api``), ``token`` an API token of the user,
-    ``user`` their name (looked up with the token when not given).
+    ``user`` their name (looked up with the token when not given), ``timeout`` the seconds
+    an answer may take, ``retries`` urllib3's retry policy (:data:`RETRIES`).
     """
 
     def __init__(
@@ -67,6 +108,7 @@ class Hub:
         user: str | None = None,
         *,
         timeout: float = 30.0,
+        retries: Retry = RETRIES,
     ) -> None:
         from_env = not api_url
         api_url = api_url or os.environ.get("JUPYTERHUB_API_URL", "")
@@ -81,8 +123,9 @@ class Hub:
         # An explicit URL means "not this session's hub": do not trust JUPYTERHUB_USER then.
         self._user = user or (os.environ.get("JUPYTERHUB_USER") if from_env else None)
         self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"token {token}"
+        #: The one HTTP session of this client (token, retries); service clients share it.
+        self.http = http_session(token, retries=retries)
+        self._services: dict[str, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:  # never show the token
         return f"Hub({self.api_url!r}, user={self._user!r})"
@@ -94,7 +137,8 @@ class Hub:
         """One API call; raises :class:`HubError` in plain words unless the status is ``ok``."""
         url = f"{self.api_url}/{path.lstrip('/')}"
         try:
-            response = self.http.request(method, url, json=json_body, timeout=self.timeout)
+            response = self.http.request(method, url, json=json_body,
+                                         timeout=(CONNECT_TIMEOUT, self.timeout))
         except requests.ConnectionError:
             raise HubError(
                 f"Cannot reach the hub at {self.api_url}; it may be restarting. "
@@ -120,7 +164,37 @@ class Hub:
         return HubError(words, status)
 
     def get_json(self, path: str) -> Any:
+        """``GET`` an API path and return its JSON body (:class:`HubError` on failure)."""
         return self.request("GET", path).json()
+
+    # -- the hub's services ---------------------------------------------------------------
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The hub's service list (``GET /services``) this token may read, by name.
+
+        Asked once per client: services are configured when the hub starts.
+        """
+        if self._services is None:
+            self._services = dict(self.get_json("/services"))
+        return self._services
+
+    def service_url(self, name: str) -> str:
+        """Where this session reaches service ``name``: the hub's ``url`` for it (its own
+        address) joined with its ``prefix`` (``/services/<name>``), without a trailing ``/``.
+        """
+        model = self.services().get(name)
+        if model is None:
+            raise HubError(
+                f"The hub has no {name!r} service this token may see: it may be switched off "
+                "on this site. Ask your admin."
+            )
+        url, prefix = str(model.get("url") or ""), str(model.get("prefix") or "")
+        if not url:
+            raise HubError(
+                f"The hub does not tell this token where the {name!r} service is (it needs the "
+                "read:services scope); start the session again, or ask your admin."
+            )
+        return f"{url.rstrip('/')}/{prefix.strip('/')}".rstrip("/")
 
     # -- who ------------------------------------------------------------------------------
 
@@ -179,7 +253,7 @@ class Hub:
         latest: dict[str, Any] | None = None
         deadline = time.monotonic() + wait
         try:
-            with self.http.get(url, stream=True, timeout=(self.timeout, wait)) as response:
+            with self.http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, wait)) as response:
                 if response.status_code in (400, 404):
                     return None
                 if response.status_code != 200:
@@ -199,4 +273,4 @@ class Hub:
         return latest
 
 
-__all__ = ["Hub", "HubError"]
+__all__ = ["CONNECT_TIMEOUT", "RETRIES", "Hub", "HubError", "http_session"]

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.session.hubapi import Hub, HubError
 
 #: Server names we accept: they become part of Slurm job names and URLs.
@@ -28,7 +29,7 @@ _QUEUED = re.compile(r"^Queued on [^:]+: (?P<reason>[^;.]+)")
 _ETA = re.compile(r"expected to start (?P<eta>around \d{1,2}:\d{2}|within a minute)")
 
 
-class SessionError(ValueError):
+class SessionError(ShopfloorError, ValueError):
     """A session request that cannot be sent as it is; the message says what is allowed."""
 
 

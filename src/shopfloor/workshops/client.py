@@ -1,7 +1,8 @@
 """Run a workshop from Python: create it, watch progress, end it (the ``workshop`` service).
 
-Inside a trainer's session it needs nothing (``$JUPYTERHUB_API_TOKEN``; the hub tells sessions
-the service URL as ``$SHOPFLOOR_WORKSHOP_URL``). Elsewhere pass the URL and a token::
+Inside a trainer's session it needs nothing: it uses ``$JUPYTERHUB_API_TOKEN`` and finds the
+service in the hub's service list (``$SHOPFLOOR_WORKSHOP_URL`` overrides). Elsewhere pass the
+URL and a token::
 
     from shopfloor.workshops.client import WorkshopClient
     ws = WorkshopClient()
@@ -19,73 +20,45 @@ each field to what is allowed.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
-from urllib.parse import urlparse
 
-import requests
-
-from shopfloor.session.services import ServiceError, service_url_beside
+from shopfloor.session.hubapi import Hub
+from shopfloor.session.services import ServiceClient, ServiceError
 from shopfloor.workshops.model import ProgressRow
 
-SERVICE_PATH = "/services/workshop"
+#: The workshop service's name in the hub's service list.
+SERVICE_NAME = "workshop"
 
 
 class WorkshopError(ServiceError):
     """The workshop service refused or failed; ``problems`` maps field → message."""
 
 
-def service_url_from_hub(api_url: str) -> str:
-    """The service beside a hub API URL (``workshops.service_port`` default: API port + 12)."""
-    return service_url_beside(api_url, (urlparse(api_url).port or 80) + 12, SERVICE_PATH)
-
-
-def service_url_from_env(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("SHOPFLOOR_WORKSHOP_URL") or service_url_from_hub(
-        env.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"))
-
-
 class WorkshopClient:
-    """Talks to the workshop service with a user's token (a trainer's, for most calls)."""
+    """Talks to the workshop service with a user's token (a trainer's, for most calls).
+
+    ``url`` is the service's root (``.../services/workshop``); without it
+    ``$SHOPFLOOR_WORKSHOP_URL``, else the hub's service list (``hub``, or the session's hub).
+    ``token`` defaults to ``$JUPYTERHUB_API_TOKEN``; with an empty one only :meth:`join` works.
+    """
 
     def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout: float = 300) -> None:
-        self.url = (url or service_url_from_env()).rstrip("/")
-        self._token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self.timeout = timeout
-        self.http = requests.Session()
+                 timeout: float = 300, *, hub: Hub | None = None) -> None:
+        url = url or (None if hub else os.environ.get("SHOPFLOOR_WORKSHOP_URL"))
+        self.service = ServiceClient(SERVICE_NAME, url=url, token=token, hub=hub,
+                                     timeout=timeout, error=WorkshopError)
 
     def __repr__(self) -> str:  # never show the token
-        return f"WorkshopClient({self.url!r})"
+        return f"WorkshopClient({self.service!r})"
+
+    @property
+    def url(self) -> str:
+        """The workshop service's root URL (asks the hub the first time)."""
+        return self.service.url
 
     def _call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        headers = {}
-        if auth:
-            if not self._token:
-                raise WorkshopError("no API token: run this in a Shopfloor session, or pass "
-                                    "WorkshopClient(url, token) with a token from the hub")
-            headers["Authorization"] = f"token {self._token}"
-        try:
-            response = self.http.request(method, f"{self.url}/api{path}", json=body,
-                                         headers=headers, timeout=self.timeout)
-        except requests.ConnectionError:
-            raise WorkshopError(f"Cannot reach the workshop service at {self.url}; is the hub "
-                                "running?") from None
-        except requests.Timeout:
-            raise WorkshopError(f"The workshop service did not answer within "
-                                f"{self.timeout:.0f} s; try again.") from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        if response.status_code >= 400:
-            problems = data.get("problems") if isinstance(data, dict) else None
-            message = (data.get("message") if isinstance(data, dict) else None) or (
-                response.reason)
-            raise WorkshopError(str(message), problems, response.status_code)
-        return data
+        return self.service.call(method, path, body, auth=auth)
 
     # -- trainers --------------------------------------------------------------------------
 
@@ -133,23 +106,7 @@ class WorkshopClient:
         The files are private to you (folder 0700, files 0600); the service reads them with
         your rights, so this works from anywhere you have a token, not only in a session.
         """
-        if not self._token:
-            raise WorkshopError("no API token: run this in a Shopfloor session, or pass "
-                                "WorkshopClient(url, token) with a token from the hub")
-        try:
-            response = self.http.get(f"{self.url}/api/workshops/{name}/exports/{filename}",
-                                     headers={"Authorization": f"token {self._token}"},
-                                     timeout=self.timeout)
-        except requests.RequestException:
-            raise WorkshopError(f"Cannot reach the workshop service at {self.url}; is the hub "
-                                "running?") from None
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message") or response.reason
-            except ValueError:
-                message = response.reason
-            raise WorkshopError(str(message), None, response.status_code)
-        return response.content
+        return self.service.response("GET", f"/workshops/{name}/exports/{filename}").content
 
     # -- participants ----------------------------------------------------------------------
 
@@ -161,4 +118,4 @@ class WorkshopClient:
         return self._call("POST", "/checkpoints", {"step": step, "ok": ok, "message": message})
 
 
-__all__ = ["WorkshopClient", "WorkshopError", "service_url_from_env", "service_url_from_hub"]
+__all__ = ["SERVICE_NAME", "WorkshopClient", "WorkshopError"]
