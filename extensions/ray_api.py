@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 
-from jupyterhub.apihandlers import default_handlers
-
+from shopfloor.extensions.compat import register_api_handler
 from shopfloor.extensions.resources_api import _ShopfloorHandler
 
 
@@ -24,6 +23,4 @@ class RaySettingsHandler(_ShopfloorHandler):
 
 def register_ray_handlers() -> None:
     """Add the handler to the hub's API (once)."""
-    path = r"/api/shopfloor/ray"
-    if path not in {h[0] for h in default_handlers}:
-        default_handlers.append((path, RaySettingsHandler))
+    register_api_handler(r"/api/shopfloor/ray", RaySettingsHandler)

@@ -18,9 +18,10 @@ import pwd
 from dataclasses import asdict
 from typing import Any
 
-from jupyterhub.apihandlers import APIHandler, default_handlers
+from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
+from shopfloor.extensions.compat import register_api_handler
 from shopfloor.resources import RequestError, UserContext
 from shopfloor.slurm.seam import SlurmError
 from shopfloor.timeutil import format_minutes
@@ -106,8 +107,8 @@ class ValidateHandler(_ShopfloorHandler):
         try:
             request = self.ctx.policy.validate(raw, user, await self.live())
         except RequestError as exc:
-            self.set_status(400)
-            self.finish(json.dumps({"message": str(exc), "problems": exc.problems}))
+            self.set_status(exc.http_status)
+            self.finish(json.dumps(exc.as_json()))
             return
         self.finish(json.dumps({"request": request.model_dump()}))
 
@@ -118,5 +119,5 @@ def register_api_handlers() -> None:
         r"/api/shopfloor/partitions": PartitionsHandler,
         r"/api/shopfloor/validate": ValidateHandler,
     }
-    present = {h[0] for h in default_handlers}
-    default_handlers.extend((path, cls) for path, cls in routes.items() if path not in present)
+    for path, cls in routes.items():
+        register_api_handler(path, cls)

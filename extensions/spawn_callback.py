@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import json
 
-from jupyterhub.apihandlers import APIHandler, default_handlers
+from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
-CALLBACK_PATH = r"/api/batchspawner"
+from shopfloor.extensions.compat import (
+    BATCHSPAWNER_CALLBACK_PATH,
+    replace_batchspawner_callback,
+    server_names,
+    spawner_log_name,
+)
+
+CALLBACK_PATH = BATCHSPAWNER_CALLBACK_PATH
 
 
 def parse_port_body(body: bytes) -> int:
@@ -42,7 +49,7 @@ class PortCallbackHandler(APIHandler):
         try:
             port = parse_port_body(self.request.body)
         except ValueError as exc:
-            self.log.warning("%s: refused port callback: %s", spawner._log_name, exc)
+            self.log.warning("%s: refused port callback: %s", spawner_log_name(spawner), exc)
             raise web.HTTPError(400, str(exc)) from None
         if not spawner.pending == "spawn":
             if getattr(spawner, "job_id", "") and not getattr(spawner, "job_ready", True):
@@ -57,9 +64,9 @@ class PortCallbackHandler(APIHandler):
             # One port per start: a second caller with the job's token must not redirect
             # the hub to another port while the first server is still coming up.
             self.log.warning("%s: refused a second port (%d) for this start",
-                             spawner._log_name, port)
+                             spawner_log_name(spawner), port)
             raise web.HTTPError(409, "This server already reported its port.")
-        self.log.info("%s: job reported port %d", spawner._log_name, port)
+        self.log.info("%s: job reported port %d", spawner_log_name(spawner), port)
         reply: dict[str, str] = {"message": "port recorded"}
         if spawner.api_token and spawner.api_token != token:
             # The hub restarted and issued the server a new token since the job was queued:
@@ -74,8 +81,7 @@ def find_spawner_for_job_token(user: object, token: str) -> object | None:
     if not token or user is None:
         return None
     spawners = getattr(user, "spawners", {})
-    names = [s.name for s in getattr(getattr(user, "orm_user", None), "_orm_spawners", [])]
-    for name in names or list(spawners):
+    for name in server_names(user) or list(spawners):
         candidate = spawners[name]
         owns = getattr(candidate, "owns_job_token", None)
         if owns is not None and owns(token):
@@ -85,7 +91,4 @@ def find_spawner_for_job_token(user: object, token: str) -> object | None:
 
 def replace_batchspawner_handler() -> None:
     """Swap batchspawner's handler (registered at its import) for ours, at the same path."""
-    import batchspawner.api  # noqa: F401  (registers its handler; we then take its place)
-
-    default_handlers[:] = [h for h in default_handlers if h[0] != CALLBACK_PATH]
-    default_handlers.append((CALLBACK_PATH, PortCallbackHandler))
+    replace_batchspawner_callback(PortCallbackHandler)

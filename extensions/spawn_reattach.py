@@ -13,6 +13,18 @@ import logging
 import os
 from typing import Any
 
+from shopfloor.extensions.compat import (
+    forget_server_record,
+    hub_start_future,
+    open_hub_database,
+    running_hub,
+    set_proxy_pending,
+    set_spawn_future,
+    set_spawn_pending,
+    spawner_log_name,
+    spawner_rows,
+)
+
 log = logging.getLogger("shopfloor.reattach")
 _tasks: set[asyncio.Future[Any]] = set()
 
@@ -32,20 +44,17 @@ def detach_unstarted_servers(db_url: str) -> int:
     """
     if db_url.startswith("sqlite:///") and not os.path.exists(db_url[len("sqlite:///"):]):
         return 0
-    from jupyterhub import orm
-
     try:
-        session = orm.new_session_factory(db_url)()
+        session = open_hub_database(db_url)
     except Exception as exc:  # an outdated schema: the hub itself will say what to do
         log.warning("not checking for queued sessions: %s", exc)
         return 0
     detached = 0
     try:
-        for spawner in session.query(orm.Spawner).filter(orm.Spawner.server != None):  # noqa: E711
-            state = spawner.state or {}
+        for row in spawner_rows(session, with_server=True):
+            state = row.state or {}
             if state.get("job_id") and not state.get("ready"):
-                server, spawner.server = spawner.server, None
-                session.delete(server)
+                forget_server_record(session, row)
                 detached += 1
         session.commit()
     finally:
@@ -58,23 +67,19 @@ def schedule_reattach() -> None:
 
     Called from the config file, while JupyterHub initialises inside its event loop.
     """
-    from jupyterhub.app import JupyterHub
-
-    if not JupyterHub.initialized():
+    app = running_hub()
+    if app is None:  # not a hub launch (e.g. --generate-config)
         return
-    app = JupyterHub.instance()
-    started = getattr(app, "_start_future", None)
-    if started is None:  # not a hub launch (e.g. --generate-config)
+    started = hub_start_future(app)
+    if started is None:
         return
     started.add_done_callback(lambda _f: _keep(asyncio.ensure_future(reattach_pending(app))))
 
 
 def orphaned_spawners(app: Any) -> list[tuple[Any, Any]]:
     """(user, spawner) pairs with a saved job id but no server: spawns the restart cut off."""
-    from jupyterhub import orm
-
     found = []
-    for orm_spawner in app.db.query(orm.Spawner).filter(orm.Spawner.server == None):  # noqa: E711
+    for orm_spawner in spawner_rows(app.db, with_server=False):
         if not (orm_spawner.state or {}).get("job_id"):
             continue
         user = app.users[orm_spawner.user]
@@ -87,7 +92,7 @@ def orphaned_spawners(app: Any) -> list[tuple[Any, Any]]:
 async def reattach_pending(app: Any) -> None:
     for user, spawner in orphaned_spawners(app):
         log.info("%s: job %s was pending when the hub stopped; reattaching",
-                 spawner._log_name, spawner.job_id)
+                 spawner_log_name(spawner), spawner.job_id)
         _keep(asyncio.ensure_future(_finish_spawn(app, user, spawner)))
 
 
@@ -95,28 +100,28 @@ async def _finish_spawn(app: Any, user: Any, spawner: Any) -> None:
     """Do what JupyterHub's spawn handler does: spawn, then route the proxy to the server."""
     name = spawner.name
     spawner.reattach_state = spawner.get_state()
-    spawner._spawn_pending = True  # as JupyterHub's spawn handler does: "pending: spawn"
+    set_spawn_pending(spawner, True)  # as JupyterHub's spawn handler does: "pending: spawn"
     spawn = asyncio.ensure_future(user.spawn(name, options=spawner.orm_spawner.user_options))
     # The pending page and progress API follow this future.
-    spawner._spawn_future = spawn
+    set_spawn_future(spawner, spawn)
     try:
         await spawn
     except Exception as exc:
-        log.warning("%s: reattach failed: %s", spawner._log_name, exc)
+        log.warning("%s: reattach failed: %s", spawner_log_name(spawner), exc)
         return
     finally:
         spawner.reattach_state = None
-        spawner._spawn_pending = False
-    spawner._spawn_future = None
-    spawner._proxy_pending = True  # not "ready" until the proxy routes to it
+        set_spawn_pending(spawner, False)
+    set_spawn_future(spawner, None)
+    set_proxy_pending(spawner, True)  # not "ready" until the proxy routes to it
     try:
         await app.proxy.add_user(user, name)
     finally:
-        spawner._proxy_pending = False
+        set_proxy_pending(spawner, False)
 
     async def stopped() -> None:
         await app.proxy.delete_user(user, name)
         await user.stop(name)
 
     spawner.add_poll_callback(stopped)
-    log.info("%s: reattached, ready at %s", spawner._log_name, spawner.server.url)
+    log.info("%s: reattached, ready at %s", spawner_log_name(spawner), spawner.server.url)

@@ -27,10 +27,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jupyterhub import orm, roles
-from jupyterhub.apihandlers import APIHandler, default_handlers
+from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
+from shopfloor.extensions.compat import (
+    create_role,
+    delete_role,
+    grant_role_to_user,
+    is_service,
+    register_api_handler,
+    spawner_log_name,
+)
 from shopfloor.site import SiteConfig
 from shopfloor.workshops.model import Workshop, WorkshopStore, group_name, role_name, store_path
 
@@ -79,8 +86,7 @@ class WorkshopRolesHandler(APIHandler):
     """
 
     def _check_caller(self) -> None:
-        caller = self.current_user
-        if not (isinstance(caller, orm.Service) and caller.name == SERVICE_NAME):
+        if not is_service(self.current_user, SERVICE_NAME):
             raise web.HTTPError(403, "only the workshop service manages trainer roles")
 
     def put(self, workshop: str) -> None:
@@ -90,23 +96,15 @@ class WorkshopRolesHandler(APIHandler):
         except (ValueError, AttributeError):
             raise web.HTTPError(400, "body must be {\"trainers\": [user names]}") from None
         spec = trainer_role(workshop, trainers)
-        role = roles.create_role(self.db, {k: spec[k] for k in ("name", "description",
-                                                                "scopes")})
+        role = create_role(self.db, spec["name"], spec["description"], spec["scopes"])
         for name in trainers:
-            user = orm.User.find(self.db, name)
-            if user is None:
-                user = orm.User(name=name)
-                self.db.add(user)
-                self.db.commit()
-            roles.grant_role(self.db, user, role)
+            grant_role_to_user(self.db, name, role)
         self.set_status(200)
         self.finish(json.dumps({"role": role.name, "users": trainers}))
 
     def delete(self, workshop: str) -> None:
         self._check_caller()
-        try:
-            roles.delete_role(self.db, role_name(workshop))
-        except KeyError:
+        if not delete_role(self.db, role_name(workshop)):
             self.set_status(404)
             self.finish(json.dumps({"message": "no such role"}))
             return
@@ -169,11 +167,12 @@ async def workshop_pre_spawn(spawner: Any) -> None:
         placed = await place_material(spawner.user.name, workshop.material, workshop.name)
     except OperationError as exc:
         # The session is still useful without it; the trainer sees the log line.
-        spawner.log.warning("%s: workshop material not placed: %s", spawner._log_name, exc)
+        spawner.log.warning("%s: workshop material not placed: %s", spawner_log_name(spawner),
+                            exc)
         return
     if placed:
-        spawner.log.info("%s: placed %s material in ~/%s", spawner._log_name, workshop.name,
-                         workshop.name)
+        spawner.log.info("%s: placed %s material in ~/%s", spawner_log_name(spawner),
+                         workshop.name, workshop.name)
 
 
 # -- install --------------------------------------------------------------------------------
@@ -204,7 +203,7 @@ def active_trainer_roles(site: SiteConfig) -> list[dict[str, Any]]:
 
 def install_workshops(c: Any, site: SiteConfig, site_source: str | None) -> None:
     """Register the workshop service, trainer roles and participants' spawn hooks."""
-    from shopfloor.extensions.workshops_service import service_url, workshop_service_config
+    from shopfloor.extensions.workshops_service import workshop_service_config
 
     services = [s for s in _configured(c.JupyterHub, "services")
                 if s.get("name") != SERVICE_NAME]
@@ -230,13 +229,9 @@ def install_workshops(c: Any, site: SiteConfig, site_source: str | None) -> None
         c.ShopfloorSpawner.server_token_scopes = [*scopes, ACCESS_SCOPE]
     c.ShopfloorSpawner.apply_user_options = workshop_user_options
     c.ShopfloorSpawner.pre_spawn_hook = workshop_pre_spawn
-    # Checkpoints in guided notebooks (shopfloor.widgets.checkpoint) post here.
-    c.ShopfloorSpawner.environment.update({
-        "SHOPFLOOR_WORKSHOP_URL": f"{service_url(site)}/services/{SERVICE_NAME}",
-    })
-    route = (r"/api/shopfloor/workshop-roles/([a-z][a-z0-9]{1,11})", WorkshopRolesHandler)
-    if route[0] not in {h[0] for h in default_handlers}:
-        default_handlers.append(route)
+    # Sessions find the service in the hub's service list (shopfloor.session.hubapi).
+    register_api_handler(r"/api/shopfloor/workshop-roles/([a-z][a-z0-9]{1,11})",
+                         WorkshopRolesHandler)
     os.makedirs(store_path(site).parent, mode=0o700, exist_ok=True)
 
 

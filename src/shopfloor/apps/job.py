@@ -34,6 +34,7 @@ import tornado.ioloop
 import tornado.web
 from voila.app import Voila
 
+from shopfloor.apps.voila_compat import preheated_kernel_tasks
 from shopfloor.session.singleuser import free_port, node_address
 
 SECRET_ENV = "SHOPFLOOR_APP_SECRET"
@@ -134,8 +135,7 @@ class AppVoila(Voila):
 
     async def _pool_warm(self, timeout: float = 120) -> None:
         """Wait until the preheated kernels have rendered the notebook (first view is warm)."""
-        pools = getattr(self.kernel_manager, "_pools", {})
-        pending = [item for items in pools.values() for item in items]
+        pending = preheated_kernel_tasks(self.kernel_manager)
         if pending:
             try:
                 await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
