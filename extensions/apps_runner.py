@@ -25,14 +25,15 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
 from shopfloor.apps.model import App, AppStore
-from shopfloor.extensions.spawner import describe_pending
 from shopfloor.resources import RequestError, RequestPolicy, UserContext
 from shopfloor.site import SiteConfig
 from shopfloor.slurm.clusterinfo import ClusterInfo
 from shopfloor.slurm.jobscript import JobSpec, build_script
 from shopfloor.slurm.jobwatch import JobState, JobWatcher
+from shopfloor.slurm.pending import describe_pending
 from shopfloor.slurm.seam import Slurm, SlurmError
 from shopfloor.timeutil import parse_walltime
+from shopfloor.userfiles import private_dir_as_user
 
 log = logging.getLogger(__name__)
 #: Seconds after a failed start during which visits show the failure instead of retrying.
@@ -371,11 +372,6 @@ def compute_options(raw: dict[str, Any], settings: Any) -> dict[str, Any]:
 async def _private_dir_as(user: str, path: str) -> None:
     """Make the job log folder as its owner, private to them (0700) even if it existed: the
     app's log names its node and port."""
-    proc = await asyncio.create_subprocess_exec(
-        "sudo", "-n", "-u", user, "--", "sh", "-c", 'mkdir -p -- "$1" && chmod 700 -- "$1"',
-        "sh", path,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    if proc.returncode:
-        raise SlurmError(["mkdir", "-p", path], proc.returncode, "", err.decode(errors="replace"))
+    problem = await private_dir_as_user(user, path)
+    if problem:
+        raise SlurmError(["install", "-d", "-m", "0700", path], 1, "", problem)

@@ -1,4 +1,9 @@
-"""Private files: users' files touched only *as the user*, the hub's own kept to itself.
+"""Running as a user, and private files: users' files touched only *as the user*.
+
+:func:`sudo_argv` is the one way Shopfloor runs a command as another Unix user (``sudo -n -u
+USER -- argv``, never a shell command line); :func:`run_as_user` and :func:`run_as_user_sync`
+run one, bounded in time and output. The Slurm seam, the spawner, the apps and workshop
+services all build their command lines with it.
 
 A user controls every path under their home: a job log can be a symlink to the munge key, a
 FIFO that blocks whoever opens it, or a device. So the hub (root) makes and reads such files
@@ -13,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +42,72 @@ sys.stdout.buffer.write(os.read(fd, limit))
 """
 
 
+def sudo_argv(user: str, argv: Sequence[str], *, preserve_env: Sequence[str] = ()) -> list[str]:
+    """The command line that runs ``argv`` as ``user``: ``sudo -n -u USER -- argv``.
+
+    ``-n`` fails at once where a password would be asked. ``preserve_env`` names variables
+    that must reach the command (``--preserve-env=A,B``): passed by name, so their values
+    (tokens) never appear in a command line. ``argv`` is never given to a shell.
+    """
+    if not argv:
+        raise ValueError("sudo_argv needs a command to run")
+    cmd = ["sudo", "-n", "-u", user]
+    if preserve_env:
+        cmd.append("--preserve-env=" + ",".join(preserve_env))
+    return [*cmd, "--", *argv]
+
+
 def as_user(user: str, argv: Sequence[str], timeout: float) -> list[str]:
-    """``argv`` run as ``user`` (``sudo -n -u``), killed by ``timeout`` seconds."""
-    return ["sudo", "-n", "-u", user, "--", "timeout", "-s", "KILL", f"{timeout:g}", *argv]
+    """``argv`` run as ``user`` (:func:`sudo_argv`), killed by ``timeout`` seconds."""
+    return sudo_argv(user, ["timeout", "-s", "KILL", f"{timeout:g}", *argv])
+
+
+class UserCommand(NamedTuple):
+    """What a command run as a user did: exit code, then the tails of stdout and stderr."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
 
 
 async def run_as_user(
-    user: str, argv: Sequence[str], *, timeout: float = 5.0, max_output: int = 16384
-) -> tuple[int, bytes, bytes]:
+    user: str, argv: Sequence[str], *, timeout: float = 5.0, max_output: int = 16384,
+    stdin: bytes | None = None,
+) -> UserCommand:
     """Run ``argv`` as ``user``; return (exit code, stdout, stderr), each at most ``max_output``.
 
-    A command still running after ``timeout`` seconds is killed (exit code 124 or 137).
+    A command still running after ``timeout`` seconds is killed (a non-zero exit code:
+    ``timeout -s KILL`` takes ``sudo`` with it, so usually -9).
     """
     proc = await asyncio.create_subprocess_exec(
-        *as_user(user, argv, timeout), stdin=asyncio.subprocess.DEVNULL,
+        *as_user(user, argv, timeout),
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout + 5)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout + 5)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return 137, b"", b"timed out"
-    return proc.returncode or 0, out[-max_output:], err[-max_output:]
+        return UserCommand(137, b"", b"timed out")
+    return UserCommand(proc.returncode or 0, out[-max_output:], err[-max_output:])
+
+
+def run_as_user_sync(
+    user: str, argv: Sequence[str], *, timeout: float = 5.0, max_output: int = 16384,
+    stdin: bytes | None = None,
+) -> UserCommand:
+    """Blocking :func:`run_as_user`, for code that has no event loop."""
+    try:
+        proc = subprocess.run(
+            as_user(user, argv, timeout), input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None, capture_output=True,
+            start_new_session=True, timeout=timeout + 5, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return UserCommand(137, b"", b"timed out")
+    return UserCommand(proc.returncode, proc.stdout[-max_output:], proc.stderr[-max_output:])
 
 
 async def tail_as_user(
@@ -115,4 +164,13 @@ def private_file(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-__all__ = ["private_dir", "private_dir_as_user", "private_file", "run_as_user", "tail_as_user"]
+__all__ = [
+    "UserCommand",
+    "private_dir",
+    "private_dir_as_user",
+    "private_file",
+    "run_as_user",
+    "run_as_user_sync",
+    "sudo_argv",
+    "tail_as_user",
+]

@@ -1,18 +1,22 @@
 """Tiny in-process stand-ins for unit tests: the hub's REST API and the Slurm seam.
 
 :class:`FakeHub` answers the calls :class:`shopfloor.session.hubapi.Hub` makes, over real HTTP, with
-canned data; :class:`RecordingSlurm` replaces :class:`shopfloor.slurm.seam.Slurm` (the one seam).
-The real hub and cluster are exercised by the integration tests.
+canned data, lists services in its service list and answers for them too (another FakeHub can
+stand in for a service on its own port); :class:`RecordingSlurm` replaces
+:class:`shopfloor.slurm.seam.SlurmSync` (the one seam). The real hub and cluster are exercised by
+the integration tests.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from shopfloor.slurm.seam import JobInfo, SlurmError
+from shopfloor.slurm.seam import SlurmError, SlurmSync
 
 TOKEN = "secret-test-token"
 
@@ -54,6 +58,16 @@ class FakeHub:
         self.progress: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.fail: dict[str, tuple[int, str]] = {}  #: path → (status, message)
+        #: path → how many more times it answers 503 before it answers for real.
+        self.flaky: dict[str, int] = {}
+        #: path → seconds to wait before answering.
+        self.slow: dict[str, float] = {}
+        #: The hub's service list (``GET /services``), by name; see :meth:`add_service`.
+        self.services: dict[str, dict[str, Any]] = {}
+        #: Service calls (paths under ``/services/``): (method, path) → (status, JSON body).
+        self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        #: The ``Authorization`` header of each request, in order (None when absent).
+        self.auth: list[str | None] = []
         handler = _handler(self)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
@@ -62,6 +76,20 @@ class FakeHub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:<port>``: where this fake answers (hub API and services)."""
+        return self.url.removesuffix("/hub/api")
+
+    def add_service(self, name: str, at: FakeHub | None = None) -> str:
+        """List service ``name`` as served by ``at`` (this fake by default); its root URL."""
+        self.services[name] = {
+            "kind": "service", "name": name, "admin": False, "roles": [],
+            "url": (at or self).base, "prefix": f"/services/{name}/", "command": [],
+            "pid": 0, "info": {}, "display": True,
+        }
+        return f"{(at or self).base}/services/{name}"
 
     def add_server(self, name: str, *, ready: bool = True, pending: str | None = None,
                    partition: str = "cpu") -> None:
@@ -78,23 +106,36 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
+            data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped waiting (a timeout test): nothing to answer
 
         def _route(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
             path = self.path.removeprefix("/hub/api")
             hub.requests.append((method, path, body))
+            hub.auth.append(self.headers.get("Authorization"))
+            time.sleep(hub.slow.get(path, 0))
+            if hub.flaky.get(path):
+                hub.flaky[path] -= 1
+                return self._send(503, {"status": 503, "message": "Try again"})
+            if path.startswith("/services/"):  # a service checks its own tokens
+                status, answer = hub.answers.get((method, path), (404, {"message": "Not Found"}))
+                return self._send(status, answer)
             if self.headers.get("Authorization") != f"token {TOKEN}":
                 return self._send(403, {"status": 403, "message": "Forbidden"})
             if path in hub.fail:
                 status, message = hub.fail[path]
                 return self._send(status, {"status": status, "message": message})
+            if method == "GET" and path == "/services":
+                return self._send(200, hub.services)
             if method == "GET" and path == "/user":
                 return self._send(200, {"name": "alice"})
             if method == "GET" and path == "/shopfloor/partitions":
@@ -154,32 +195,38 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._route("DELETE")
 
+        def do_PUT(self) -> None:
+            self._route("PUT")
+
     return Handler
 
 
-class RecordingSlurm:
-    """Records what would reach sbatch/squeue/scancel (the one seam, replaced)."""
+class RecordingSlurm(SlurmSync):
+    """Records what would reach sbatch/squeue/scancel: the one seam, replaced at its ``run``.
+
+    The typed methods (``sbatch``, ``squeue``, ``nodes``...) are the real ones, so the command
+    lines they build and the parsing of the canned answers are the production code's.
+    """
 
     def __init__(self, fail: str = "") -> None:
+        super().__init__()
         self.scripts: list[str] = []
         self.cancelled: list[str] = []
         self.fail = fail
 
-    async def sbatch(self, script: str, **_: object) -> str:
-        if self.fail:
-            raise SlurmError(["sbatch"], 1, "", f"sbatch: error: {self.fail}")
-        self.scripts.append(script)
-        return "4242"
-
-    async def squeue(self, job_ids: list[str] | None = None, **_: object) -> dict[str, JobInfo]:
-        state = "CANCELLED" if "4242" in self.cancelled else "PENDING"
-        return {"4242": JobInfo("4242", state, "Priority", "", "", None, "alice", "debug", "x")}
-
-    async def scancel(self, job_id: str, **_: object) -> None:
-        self.cancelled.append(job_id)
-
-    async def run(self, args: list[str], **_: object) -> str:
-        if args[:2] == ["scontrol", "-d"]:
+    def run(self, args: Sequence[str], *, stdin: str | None = None, **_: object) -> str:
+        if args[0] == "sbatch":
+            if self.fail:
+                raise SlurmError(["sbatch"], 1, "", f"sbatch: error: {self.fail}")
+            self.scripts.append(stdin or "")
+            return "4242\n"
+        if args[0] == "squeue":
+            state = "CANCELLED" if "4242" in self.cancelled else "PENDING"
+            return f"4242|{state}|Priority|||N/A|alice|debug|x|0\n"
+        if args[0] == "scancel":
+            self.cancelled.append(args[1])
+            return ""
+        if list(args[:2]) == ["scontrol", "-d"]:
             return ("NodeName=gpu1 State=MIXED Partitions=gpu Gres=gpu:2 GresUsed=gpu:1(IDX:0)\n"
                     "NodeName=node1 State=IDLE Partitions=cpu Gres=(null) GresUsed=gpu:0\n")
         raise SlurmError(args, 1, "", f"{args[0]}: error: not faked")

@@ -21,7 +21,7 @@ from shopfloor.session.batch import (
     run_status,
 )
 from shopfloor.session.compute import estimate_wait, idle_gpus, partition_rows
-from shopfloor.session.hubapi import Hub, HubError
+from shopfloor.session.hubapi import RETRIES, Hub, HubError
 from shopfloor.session.notebookrun import execute, parameters_cell
 from shopfloor.session.sessions import Session, SessionError, Sessions, check_name
 from shopfloor.slurm.jobscript import build_script
@@ -63,15 +63,16 @@ def test_hub_from_env_and_explicit(monkeypatch: pytest.MonkeyPatch, fake: FakeHu
     assert TOKEN not in repr(Hub(fake.url, TOKEN))
 
 
-def test_hub_errors_in_plain_words(fake: FakeHub, hub: Hub) -> None:
+def test_hub_errors_in_plain_words(fake: FakeHub) -> None:
+    quick = RETRIES.new(backoff_factor=0.05)  # the default policy, backing off faster
     with pytest.raises(HubError, match="refused") as refused:
         Hub(fake.url, "wrong").partitions()
     assert refused.value.status == 403 and "wrong" not in str(refused.value)
     fake.fail["/shopfloor/partitions"] = (503, "Slurm is not answering: timed out")
     with pytest.raises(HubError, match=r"Slurm is not answering: timed out\. Try again"):
-        hub.partitions()
+        Hub(fake.url, TOKEN, retries=quick).partitions()
     with pytest.raises(HubError, match="Cannot reach the hub"):
-        Hub("http://127.0.0.1:9/hub/api", TOKEN).partitions()
+        Hub("http://127.0.0.1:9/hub/api", TOKEN, retries=quick).partitions()
 
 
 def test_validate_returns_request_or_field_problems(hub: Hub) -> None:

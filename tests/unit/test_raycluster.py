@@ -21,7 +21,7 @@ REQUEST = ResourceRequest(partition="cpu", nodes=2, cpus=1, memory_gb=1, walltim
 
 
 class FakeSlurm:
-    """Replaces :class:`shopfloor.slurm.seam.Slurm`: records scripts, answers squeue from a dict."""
+    """Replaces :class:`shopfloor.slurm.seam.SlurmSync`: records scripts, answers squeue."""
 
     def __init__(self) -> None:
         self.scripts: list[str] = []
@@ -29,7 +29,7 @@ class FakeSlurm:
         self.cancelled: list[str] = []
         self.next_id = 100
 
-    async def sbatch(self, script: str, **_: Any) -> str:
+    def sbatch(self, script: str, **_: Any) -> str:
         self.scripts.append(script)
         self.next_id += 1
         job = str(self.next_id)
@@ -38,10 +38,10 @@ class FakeSlurm:
         self.jobs[job] = _job(job, "PENDING", name)
         return job
 
-    async def squeue(self, job_ids: Any = None, *, user: str | None = None) -> dict[str, JobInfo]:
+    def squeue(self, job_ids: Any = None, *, user: str | None = None) -> dict[str, JobInfo]:
         return dict(self.jobs)
 
-    async def scancel(self, job_id: str, **_: Any) -> None:
+    def scancel(self, job_id: str, **_: Any) -> None:
         self.cancelled.append(job_id)
         self.jobs[job_id] = _job(job_id, "CANCELLED", self.jobs[job_id].name)
 

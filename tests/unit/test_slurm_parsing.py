@@ -83,7 +83,8 @@ def test_scontrol_nodes() -> None:
 def test_secrets_travel_by_name_only() -> None:
     slurm = Slurm()
     cmd = slurm.command(["sbatch", "--parsable"], user="alice", keep_env=["JUPYTERHUB_API_TOKEN"])
-    assert cmd[:5] == ["sudo", "--preserve-env=JUPYTERHUB_API_TOKEN", "-n", "-u", "alice"]
+    assert cmd == ["sudo", "-n", "-u", "alice", "--preserve-env=JUPYTERHUB_API_TOKEN", "--",
+                   "sbatch", "--parsable"]
 
 
 async def test_errors_carry_command_and_slurms_words(tmp_path) -> None:  # type: ignore[no-untyped-def]

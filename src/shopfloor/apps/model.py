@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.resources import UserContext
 from shopfloor.site import AppsSettings
 
@@ -48,16 +49,17 @@ _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "thumbnail.png", b"\xff\xd8\xff": "thumbna
 THUMBNAIL_MAX = 2 * 1024 * 1024
 
 
-class AppInputError(ValueError):
+class AppInputError(ShopfloorError, ValueError):
     """One or more fields of a publish request are not allowed (field → message)."""
 
     def __init__(self, problems: Mapping[str, str]) -> None:
-        self.problems = dict(problems)
-        super().__init__("; ".join(f"{k}: {v}" for k, v in self.problems.items()))
+        super().__init__(problems=problems)
 
 
-class AppNotFound(LookupError):
+class AppNotFound(ShopfloorError, LookupError):
     """No such app (or, to a viewer who may not see it, the same answer)."""
+
+    http_status = 404
 
 
 @dataclass(frozen=True)
@@ -650,8 +652,10 @@ def read_as_user(user: str, path: str, limit: int) -> bytes:
     """
     import subprocess
 
+    from shopfloor.userfiles import sudo_argv
+
     proc = subprocess.Popen(
-        ["sudo", "-n", "-u", user, "--", "cat", "--", path],
+        sudo_argv(user, ["cat", "--", path]),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     stdout, stderr = proc.stdout, proc.stderr

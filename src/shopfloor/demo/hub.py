@@ -7,6 +7,7 @@ first and says what it does, so a second run is cheap and a failed run says what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from shopfloor.demo.localcluster import ClusterError, LocalCluster
 from shopfloor.site import SiteConfig, load_site
+from shopfloor.slurm.seam import SlurmError, SlurmSync
 from shopfloor.userfiles import private_dir, private_file
 
 DEMO_USERS = ("alice", "bob", "trainer", "admin")
@@ -325,9 +327,11 @@ def demo_down(site_file: Path | None = None) -> None:
     """Stop the hub, cancel demo jobs and stop the cluster."""
     site = load_site(site_file or default_site_file())
     Hub(site, site_file or default_site_file()).stop()
-    if shutil.which("scancel"):
-        for user in DEMO_USERS:
-            subprocess.run(["scancel", "-u", user], capture_output=True)
+    slurm = SlurmSync()
+    for user in DEMO_USERS:
+        # No Slurm (never installed, or already down) means no jobs to cancel.
+        with contextlib.suppress(SlurmError):
+            slurm.cancel_jobs_of(user)
     LocalCluster().down()
     say("stopped the hub and the cluster")
 

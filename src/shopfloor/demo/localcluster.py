@@ -12,8 +12,9 @@ Typical use (what ``shopfloor cluster up|down|status`` does)::
     print(cluster.up().table())
     cluster.down()
 
-Scheduler queries go through :class:`shopfloor.slurm.seam.Slurm`; only the daemons themselves
-(``slurmctld``, ``slurmd``, ``munged``) are started here with :mod:`subprocess`.
+Scheduler queries go through the seam (:class:`shopfloor.slurm.seam.SlurmSync`); only the
+daemons themselves (``slurmctld``, ``slurmd``, ``munged``) are started here with
+:mod:`subprocess`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from shopfloor.slurm.seam import Slurm, SlurmError, parse_slurm_time
+from shopfloor.slurm.seam import Slurm, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -519,22 +520,22 @@ class LocalCluster:
         a RUNNING job without a ``slurmstepd`` here is such a ghost.
         """
         try:
-            out = self.slurm.run_sync(["squeue", "-h", "-t", "RUNNING", "-o", "%A|%S"])
+            jobs = self.slurm.sync.squeue()
         except SlurmError as exc:
             log.warning("cannot look for jobs lost in a crash: %s", exc)
             return
         alive = _jobs_with_stepd()
-        for line in out.splitlines():
-            job_id, _, start = line.partition("|")
-            started = parse_slurm_time(start)
-            if job_id in alive or started is None or started >= started_before:
+        for job_id, job in jobs.items():
+            started = job.start
+            if job.state != "RUNNING" or job_id in alive or started is None \
+                    or started >= started_before:
                 continue
             log.warning(
                 "job %s is RUNNING for Slurm but has no process left (lost in a crash of "
                 "slurmctld): cancelling it to free its nodes", job_id,
             )
             with contextlib.suppress(SlurmError):
-                self.slurm.run_sync(["scancel", job_id])
+                self.slurm.sync.scancel(job_id)
 
     def _spawn(self, role: str, argv: list[str]) -> None:
         """Start one daemon (it forks into the background itself)."""
@@ -562,7 +563,7 @@ class LocalCluster:
                 if not self._daemon_pids().get("slurmctld"):
                     raise ClusterError(f"slurmctld stopped right after starting.{self._log_tail()}")
             with contextlib.suppress(SlurmError):
-                self.slurm.run_sync(["scontrol", "ping"])
+                self.slurm.sync.ping()
                 return
             time.sleep(0.3)
         raise ClusterError(f"slurmctld did not answer within {timeout:.0f} s.{self._log_tail()}")
@@ -590,9 +591,7 @@ class LocalCluster:
                 if base in _RESUMABLE_STATES and "*" not in state and name not in resumed:
                     log.info("node %s is %s after a restart: resuming it", name, state)
                     with contextlib.suppress(SlurmError):
-                        self.slurm.run_sync(
-                            ["scontrol", "update", f"nodename={name}", "state=resume"]
-                        )
+                        self.slurm.sync.resume_node(name)
                     resumed.add(name)
                 if state == "inval":
                     # slurmd registered with less than slurm.conf declares (e.g. GPUs):
@@ -622,24 +621,19 @@ class LocalCluster:
 
     def _node_states(self) -> dict[str, str]:
         """Node name -> compact ``sinfo`` state (``idle``, ``down*`` ...); {} if no answer."""
-        return self._sinfo_nodes("%t")
-
-    def _node_reasons(self) -> dict[str, str]:
-        """Node name -> why Slurm set it down, drained or invalid (``none`` if it did not)."""
-        return self._sinfo_nodes("%E")
-
-    def _sinfo_nodes(self, fmt: str) -> dict[str, str]:
         try:
-            out = self.slurm.run_sync(["sinfo", "-h", "-N", "-o", f"%N|{fmt}"])
+            return self.slurm.sync.node_states()
         except SlurmError as exc:
             log.debug("sinfo failed: %s", exc)
             return {}
-        values: dict[str, str] = {}
-        for line in out.splitlines():
-            name, _, value = line.partition("|")
-            if name:
-                values[name.strip()] = value.strip()
-        return values
+
+    def _node_reasons(self) -> dict[str, str]:
+        """Node name -> why Slurm set it down, drained or invalid (``none`` if it did not)."""
+        try:
+            return self.slurm.sync.node_reasons()
+        except SlurmError as exc:
+            log.debug("sinfo failed: %s", exc)
+            return {}
 
     def _stop_all(self, running: dict[str, list[int]]) -> None:
         """SIGTERM every daemon (nodes first), SIGKILL what is left after a grace period."""

@@ -50,10 +50,10 @@ from shopfloor.ray.node import (
     write_json_private,
 )
 from shopfloor.resources import RequestError, ResourceRequest
-from shopfloor.session.services import blocking
 from shopfloor.site import RaySettings
 from shopfloor.slurm.jobscript import JobSpec, build_script
-from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
+from shopfloor.slurm.pending import describe_pending
+from shopfloor.slurm.seam import JobInfo, SlurmError, SlurmSync
 
 T = TypeVar("T")
 
@@ -139,7 +139,7 @@ class RayCluster:
 
     name: str
     settings: RaySettings = field(default_factory=RaySettings)
-    slurm: Slurm = field(default_factory=Slurm)
+    slurm: SlurmSync = field(default_factory=SlurmSync)
     root: Path | None = None
 
     def __post_init__(self) -> None:
@@ -217,7 +217,7 @@ class RayCluster:
         idle_timeout_minutes: int | None = None,
         stop_with_session: bool = False,
         settings: RaySettings | None = None,
-        slurm: Slurm | None = None,
+        slurm: SlurmSync | None = None,
         root: Path | None = None,
         python: str = sys.executable,
     ) -> RayCluster:
@@ -256,7 +256,7 @@ class RayCluster:
                 raise RayClusterError(
                     "stop_with_session needs a Jupyter session running as a Slurm job"
                 )
-        cluster = cls(name, settings=settings, slurm=slurm or Slurm(), root=root)
+        cluster = cls(name, settings=settings, slurm=slurm or SlurmSync(), root=root)
         cluster._submit_new(request, idle, session_job, python)
         return cluster
 
@@ -319,7 +319,7 @@ class RayCluster:
     ) -> str:
         script = self.job_script(job_name, request, python, worker_for)
         try:
-            return blocking(self.slurm.sbatch(script))
+            return self.slurm.sbatch(script)
         except SlurmError as exc:
             raise RayClusterError(f"Slurm refused the job: {exc.slurm_message}") from None
 
@@ -328,7 +328,7 @@ class RayCluster:
     def jobs(self) -> list[JobInfo]:
         """This cluster's Slurm jobs that Slurm still lists (first job, then workers)."""
         try:
-            mine = blocking(self.slurm.squeue(user=_user()))
+            mine = self.slurm.squeue(user=_user())
         except SlurmError as exc:
             raise RayClusterError(f"Slurm is not answering: {exc.slurm_message}") from None
         names = {HEAD_JOB_PREFIX + self.name, WORKER_JOB_PREFIX + self.name}
@@ -368,8 +368,6 @@ class RayCluster:
             return ClusterStatus("stopped", f"Stopped: {reason}." if reason else "Stopped.",
                                  jobs=tuple(jobs))
         if head_job.is_pending:
-            from shopfloor.extensions.spawner import describe_pending
-
             return ClusterStatus("pending", describe_pending(head_job, None), jobs=tuple(jobs))
         request = ResourceRequest.model_validate(config["request"])
         # Workers still queued count too: "ready" means every node asked for has joined.
@@ -487,7 +485,7 @@ class RayCluster:
 
     def _scancel(self, job_id: str) -> None:
         try:
-            blocking(self.slurm.scancel(job_id))
+            self.slurm.scancel(job_id)
         except SlurmError as exc:
             raise RayClusterError(f"could not cancel job {job_id}: {exc.slurm_message}") from None
 
@@ -551,7 +549,7 @@ class RayCluster:
 
 
 def list_clusters(
-    settings: RaySettings | None = None, slurm: Slurm | None = None, root: Path | None = None
+    settings: RaySettings | None = None, slurm: SlurmSync | None = None, root: Path | None = None
 ) -> list[RayCluster]:
     """The user's clusters (from their state folder), newest first; survives kernel restarts."""
     settings = settings or RaySettings()
@@ -561,7 +559,7 @@ def list_clusters(
         if (directory / CLUSTER_FILE).is_file() and _NAME_RE.match(directory.name):
             found.append((directory.stat().st_mtime, directory.name))
     return [
-        RayCluster(name, settings=settings, slurm=slurm or Slurm(), root=base)
+        RayCluster(name, settings=settings, slurm=slurm or SlurmSync(), root=base)
         for _, name in sorted(found, reverse=True)
     ]
 

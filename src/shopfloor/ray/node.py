@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shopfloor.slurm.seam import SlurmError, SlurmSync
+
 log = logging.getLogger("shopfloor.ray.node")
 
 #: Ports each node picks for itself (``ray start`` option names). Ray's defaults (6379, 8265,
@@ -341,18 +343,13 @@ class IdleWatch:
         return None
 
 
-def slurm_job_alive(job_id: str) -> bool:
+def slurm_job_alive(job_id: str, slurm: SlurmSync | None = None) -> bool:
     """True while Slurm lists ``job_id`` as pending or running (errors count as alive)."""
     try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+        job = (slurm or SlurmSync()).squeue([job_id]).get(job_id)
+    except SlurmError:
         return True
-    if out.returncode != 0:
-        return "Invalid job id" not in out.stderr
-    return out.stdout.strip() in {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING"}
+    return job is not None and (job.is_pending or job.is_running)
 
 
 class NodeRunner:
@@ -590,7 +587,10 @@ def _cancel_cluster_jobs(names: Sequence[str]) -> None:
     if not names:  # an empty --name would match every job of the user
         return
     user = pwd.getpwuid(os.getuid()).pw_name
-    subprocess.run(["scancel", "--name", ",".join(names), "-u", user], check=False, timeout=30)
+    try:
+        SlurmSync().cancel_jobs_of(user, names=names)
+    except SlurmError as exc:
+        log.warning("could not cancel the cluster's jobs: %s", exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

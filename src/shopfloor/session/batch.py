@@ -12,7 +12,7 @@
 
 Resources are checked by the hub (:meth:`shopfloor.session.hubapi.Hub.validate`, the site's one
 model); the job script comes from :mod:`shopfloor.slurm.jobscript`, is submitted through
-:class:`shopfloor.slurm.seam.Slurm` as the calling user, and runs
+:class:`shopfloor.slurm.seam.SlurmSync` as the calling user, and runs
 :mod:`shopfloor.session.notebookrun`.
 Each run lives in its own folder, ``~/shopfloor-batch/<id>/`` by default: the notebook snapshot,
 ``progress.json``, ``output.ipynb`` and the job's log ``job.log``. (Not a hidden folder:
@@ -34,10 +34,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import nbformat
+if TYPE_CHECKING:
+    import nbformat
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.resources import ResourceRequest
 from shopfloor.session.hubapi import Hub
 from shopfloor.session.notebookrun import (
@@ -47,11 +49,8 @@ from shopfloor.session.notebookrun import (
     RUN_FILE,
     write_json,
 )
-from shopfloor.session.services import blocking
 from shopfloor.slurm.jobscript import JobSpec, build_script
-from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
-
-T = TypeVar("T")
+from shopfloor.slurm.seam import JobInfo, SlurmError, SlurmSync
 
 DEFAULT_RUNS_DIR = "~/shopfloor-batch"
 LOG_FILE = "job.log"
@@ -59,7 +58,7 @@ FINAL_STATES = ("completed", "failed", "cancelled")
 _PARAMETER_TYPES = (str, int, float, bool, type(None), list, dict, tuple)
 
 
-class BatchError(RuntimeError):
+class BatchError(ShopfloorError, RuntimeError):
     """A batch run cannot be submitted or followed; the message says what to do."""
 
 
@@ -176,13 +175,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 class BatchRun:
     """One notebook run as a Slurm job, backed by its run folder (see module docstring)."""
 
-    def __init__(self, directory: str | Path, slurm: Slurm | None = None) -> None:
+    def __init__(self, directory: str | Path, slurm: SlurmSync | None = None) -> None:
         self.directory = Path(directory)
         spec = _read_json(self.directory / RUN_FILE)
         if spec is None:
             raise BatchError(f"{self.directory} is not a batch run folder (no {RUN_FILE})")
         self.spec = spec
-        self.slurm = slurm or Slurm()
+        self.slurm = slurm or SlurmSync()
 
     def __repr__(self) -> str:
         return f"BatchRun({self.id!r}, notebook={self.notebook!r}, job={self.job_id!r})"
@@ -224,7 +223,7 @@ class BatchRun:
         *,
         parameters: dict[str, Any] | None = None,
         hub: Hub | None = None,
-        slurm: Slurm | None = None,
+        slurm: SlurmSync | None = None,
         runs_dir: str | Path | None = None,
         python: str | None = None,
         **resources: Any,
@@ -240,7 +239,7 @@ class BatchRun:
         _check_notebook(source)
         parameters = check_parameters(parameters or {})
         request = (hub or Hub()).validate(resources)
-        slurm = slurm or Slurm()
+        slurm = slurm or SlurmSync()
         directory = _runs_dir(runs_dir) / _new_run_id()
         try:
             directory.mkdir(parents=True, mode=0o700)
@@ -254,7 +253,7 @@ class BatchRun:
         write_json(directory / RUN_FILE, spec)
         script = build_script(_job_spec(directory, request, python or sys.executable))
         try:
-            job_id = blocking(slurm.sbatch(script))
+            job_id = slurm.sbatch(script)
         except SlurmError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise BatchError(f"Slurm refused the job: {exc.slurm_message}") from None
@@ -281,7 +280,7 @@ class BatchRun:
         self.spec["cancel_requested"] = True
         write_json(self.directory / RUN_FILE, self.spec)
         try:
-            blocking(self.slurm.scancel(self.job_id))
+            self.slurm.scancel(self.job_id)
         except SlurmError as exc:
             raise BatchError(f"Slurm could not cancel job {self.job_id}: "
                              f"{exc.slurm_message}") from None
@@ -299,6 +298,8 @@ class BatchRun:
         """The executed notebook (also after a failure, up to the failing cell)."""
         if not self.output_path.exists():
             raise BatchError(f"Run {self.id} has no executed notebook yet.")
+        import nbformat  # here, not at the top: see _check_notebook
+
         return nbformat.read(self.output_path, as_version=4)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -310,7 +311,7 @@ class BatchRun:
     # -- all runs -------------------------------------------------------------------------
 
     @classmethod
-    def list(cls, runs_dir: str | Path | None = None, slurm: Slurm | None = None
+    def list(cls, runs_dir: str | Path | None = None, slurm: SlurmSync | None = None
              ) -> list[BatchRun]:
         """The user's runs, newest first (folders that are not runs are skipped)."""
         root = _runs_dir(runs_dir)
@@ -328,14 +329,14 @@ class BatchRun:
         return cls(_runs_dir(runs_dir) / run_id)
 
 
-def statuses(runs: Iterable[BatchRun], slurm: Slurm | None = None) -> dict[str, RunStatus]:
+def statuses(runs: Iterable[BatchRun], slurm: SlurmSync | None = None) -> dict[str, RunStatus]:
     """Status of many runs with a single ``squeue`` call, by run id."""
     runs = list(runs)
     if not runs:
         return {}
     slurm = slurm or runs[0].slurm
     try:
-        jobs = blocking(slurm.squeue([r.job_id for r in runs]))
+        jobs = slurm.squeue([r.job_id for r in runs])
     except SlurmError as exc:
         raise BatchError(f"Cannot ask Slurm about your runs: {exc.slurm_message}") from None
     return {r.id: r.status_with(jobs.get(r.job_id)) for r in runs}
@@ -344,6 +345,10 @@ def statuses(runs: Iterable[BatchRun], slurm: Slurm | None = None) -> dict[str, 
 def _check_notebook(path: Path) -> None:
     if path.suffix != ".ipynb":
         raise BatchError(f"{path.name} is not a notebook (.ipynb)")
+    # Imported when used: nbformat pulls in jsonschema's format checkers, whose rfc3987_syntax
+    # compiles its grammars at import (1-4 s), and every panel imports this module.
+    import nbformat
+
     try:
         nbformat.read(path, as_version=4)
     except FileNotFoundError:
@@ -374,7 +379,6 @@ __all__ = [
     "BatchError",
     "BatchRun",
     "RunStatus",
-    "blocking",
     "check_parameters",
     "parse_parameters",
     "run_status",

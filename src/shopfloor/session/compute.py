@@ -11,12 +11,11 @@
 
 Limits and defaults come from the hub (the site's one resource model); live numbers Shopfloor's
 hub API does not carry (idle GPUs, the expected start of queued jobs) come from Slurm through
-:class:`shopfloor.slurm.seam.Slurm`, asked as the user.
+:class:`shopfloor.slurm.seam.SlurmSync`, asked as the user.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,9 +23,8 @@ from typing import Any
 
 from shopfloor.session.batch import BatchRun, RunStatus, statuses
 from shopfloor.session.hubapi import Hub
-from shopfloor.session.services import blocking
 from shopfloor.session.sessions import Sessions
-from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError, gpus_in_gres, parse_scontrol_nodes
+from shopfloor.slurm.seam import JobInfo, SlurmError, SlurmSync, gpus_in_gres
 from shopfloor.timeutil import format_minutes
 
 _UNAVAILABLE_STATES = ("DOWN", "DRAIN", "FAIL", "MAINT", "NOT_RESPONDING", "POWERED_DOWN")
@@ -138,10 +136,10 @@ class Compute:
     ``runs_dir`` to ``~/shopfloor-batch``.
     """
 
-    def __init__(self, hub: Hub | None = None, slurm: Slurm | None = None,
+    def __init__(self, hub: Hub | None = None, slurm: SlurmSync | None = None,
                  runs_dir: str | Path | None = None) -> None:
         self.hub = hub or Hub()
-        self.slurm = slurm or Slurm()
+        self.slurm = slurm or SlurmSync()
         self.runs_dir = runs_dir
         self.sessions = Sessions(self.hub)
         #: The default partition of the last :meth:`partitions` answer.
@@ -157,18 +155,14 @@ class Compute:
         return partition_rows(answer, nodes, jobs)
 
     def _slurm_view(self) -> tuple[dict[str, dict[str, str]] | None, list[JobInfo] | None]:
-        async def ask() -> tuple[str, dict[str, JobInfo]]:
-            return await asyncio.gather(
-                self.slurm.run(["scontrol", "-d", "-o", "show", "node"]), self.slurm.squeue()
-            )
         try:
-            node_text, jobs = blocking(ask())
+            nodes, jobs = self.slurm.nodes(details=True), self.slurm.squeue()
         except SlurmError as exc:
             self.slurm_problem = f"Idle GPUs and expected waits are unavailable: " \
                                  f"{exc.slurm_message}"
             return None, None
         self.slurm_problem = ""
-        return parse_scontrol_nodes(node_text), list(jobs.values())
+        return nodes, list(jobs.values())
 
     def run_notebook(self, notebook: str | Path, *, parameters: dict[str, Any] | None = None,
                      **resources: Any) -> BatchRun:

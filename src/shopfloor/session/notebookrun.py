@@ -13,11 +13,14 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+if TYPE_CHECKING:
+    import nbformat
+
+# nbformat and nbclient are imported where they are used: the panels import the constants
+# below (through shopfloor.session.batch), and nbformat's import costs 1-4 s (jsonschema's
+# rfc3987_syntax compiles its grammars) at every panel's first use.
 
 PROGRESS_FILE = "progress.json"
 OUTPUT_FILE = "output.ipynb"
@@ -34,6 +37,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def parameters_cell(parameters: dict[str, Any]) -> nbformat.NotebookNode:
     """The cell that sets ``parameters`` (literal values only), tagged like papermill's."""
+    import nbformat
+
     lines = ["# Parameters injected by Shopfloor"]
     lines += [f"{name} = {value!r}" for name, value in parameters.items()]
     cell = nbformat.v4.new_code_cell("\n".join(lines))
@@ -62,6 +67,10 @@ class ProgressReporter:
 
 def execute(run_dir: Path) -> int:
     """Execute the run in ``run_dir``; returns the process exit code (0 when it completed)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
     spec = json.loads((run_dir / RUN_FILE).read_text())
     nb = nbformat.read(run_dir / INPUT_FILE, as_version=4)
     if spec.get("parameters"):

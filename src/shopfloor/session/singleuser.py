@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlparse, urlunparse
+
+from shopfloor.slurm.seam import SlurmError, SlurmSync
 
 
 def node_address() -> str:
@@ -22,15 +23,11 @@ def node_address() -> str:
     node = os.environ.get("SLURMD_NODENAME", "")
     if node:
         try:
-            out = subprocess.run(
-                ["scontrol", "-o", "show", "node", node],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout
-            for token in out.split():
-                if token.startswith("NodeAddr="):
-                    return token.split("=", 1)[1]
-        except (OSError, subprocess.SubprocessError):
-            pass
+            fields = SlurmSync(timeout=10).nodes(node).get(node, {})
+        except SlurmError:
+            fields = {}
+        if fields.get("NodeAddr"):
+            return fields["NodeAddr"]
     return "0.0.0.0"
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from shopfloor.resources import LiveCluster, parse_reservations
+from shopfloor.resources import LiveCluster
 from shopfloor.slurm.seam import Slurm, SlurmError
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,12 @@ class ClusterInfo:
     async def _fetch(self) -> LiveCluster:
         partitions, reservations, pending = await asyncio.gather(
             self.slurm.partitions(),
-            self.slurm.run(["scontrol", "-o", "show", "reservation"]),
+            self.slurm.reservations(),
             self.slurm.pending_jobs(),
         )
         snap = LiveCluster(
             partitions={p.name: p for p in partitions},
-            reservations=parse_reservations(reservations),
+            reservations=reservations,
             pending=pending,
         )
         self._snapshot, self._taken, self.last_error = snap, time.monotonic(), None

@@ -1,9 +1,18 @@
 """The one seam between Shopfloor and the Slurm command-line tools.
 
-Every scheduler command (``sbatch``, ``squeue``, ``scancel``, ``sinfo``, ``scontrol``) goes
-through :meth:`Slurm.run`, which logs the command line and raises :class:`SlurmError` carrying
-the command, exit code and Slurm's own words. Tests that need a fake scheduler replace this
-class and nothing else; everything else is tested against the real local cluster.
+Every scheduler command (``sbatch``, ``squeue``, ``scancel``, ``sinfo``, ``scontrol``) is
+spelled here, once, as a :class:`SlurmCall` (the command line and the parser of its answer),
+and run by one of two runners with the same typed methods:
+
+* :class:`Slurm`, async, for the hub and its services (:meth:`Slurm.run`);
+* :class:`SlurmSync`, blocking, for code in a user's kernel, job-side launchers and setup
+  (:meth:`SlurmSync.run`); ``Slurm(...).sync`` is one with the same settings.
+
+Both log the command line and raise :class:`SlurmError` carrying the command, exit code and
+Slurm's own words. A command run as another user goes through
+:func:`shopfloor.userfiles.sudo_argv`, the one way Shopfloor runs anything as a user. Tests
+that need a fake scheduler replace these classes and nothing else; everything else is tested
+against the real local cluster.
 """
 
 from __future__ import annotations
@@ -14,11 +23,18 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from shopfloor.timeutil import parse_walltime
+from shopfloor.userfiles import sudo_argv
+
+if TYPE_CHECKING:
+    from shopfloor.resources import Reservation
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -236,25 +252,190 @@ def parse_scontrol_nodes(text: str) -> dict[str, dict[str, str]]:
     return nodes
 
 
-class Slurm:
-    """Async access to the Slurm commands, as the hub (root) or as a user.
 
-    ``user_prefix`` is how a command is run as another Unix user: by default
-    ``sudo -n -u {user} --``, which keeps job submission under the user's own identity.
+def parse_node_values(text: str) -> dict[str, str]:
+    """Parse ``sinfo -h -N -o '%N|<field>'``: node name -> that field (``idle``, ``down*``...)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("|")
+        if name.strip():
+            values[name.strip()] = value.strip()
+    return values
+
+
+def parse_pending(text: str) -> dict[str, list[str]]:
+    """Parse ``squeue -h -o '%P|%i'``: job ids per partition, in the order listed."""
+    queues: dict[str, list[str]] = {}
+    for line in text.split():
+        parts, _, job_id = line.partition("|")
+        for part in parts.split(","):
+            queues.setdefault(part, []).append(job_id)
+    return queues
+
+
+def _slurm_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+# -- the dialect: every command line Shopfloor gives Slurm, and how its answer is read ------
+
+
+@dataclass(frozen=True)
+class SlurmCall(Generic[T]):
+    """One Slurm command and how to read its answer; run by :class:`Slurm` or :class:`SlurmSync`.
+
+    ``recover`` turns an error that is in fact an answer (``squeue -j`` of jobs Slurm forgot)
+    into a result; it re-raises anything else.
     """
+
+    args: tuple[str, ...]
+    parse: Callable[[str], T]
+    user: str | None = None
+    stdin: str | None = None
+    secret_env: Mapping[str, str] | None = None
+    umask: int = -1
+    recover: Callable[[SlurmError], T] | None = None
+
+
+def _parse_job_id(out: str) -> str:
+    job_id = out.strip().split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmError(["sbatch", "--parsable"], 0, out, "sbatch printed no job id")
+    return job_id
+
+
+def sbatch_call(
+    script: str, *, user: str | None = None, secret_env: Mapping[str, str] | None = None
+) -> SlurmCall[str]:
+    """Submit ``script`` on stdin; the answer is the job id.
+
+    The job gets only the environment its script sets, plus ``secret_env``, which travels by
+    name (``--export=NAME``), never in the script or on a command line. sbatch runs with
+    umask 077: Slurm gives the job the submitter's umask, so the job's output file (which
+    Slurm creates) and what the job writes are private to the user.
+    """
+    names = sorted(secret_env or {})
+    export = "--export=" + (",".join(names) if names else "NONE")
+    return SlurmCall(("sbatch", "--parsable", export), _parse_job_id, user=user, stdin=script,
+                     secret_env=secret_env, umask=0o077)
+
+
+def squeue_call(
+    job_ids: Sequence[str] | None = None, *, user: str | None = None
+) -> SlurmCall[dict[str, JobInfo]]:
+    """All jobs Slurm still knows (every state), optionally only ``job_ids`` or ``user``'s."""
+    args = ["squeue", "-h", "--states=all", "-o", _SQUEUE_FORMAT]
+    if job_ids:
+        args += ["-j", ",".join(job_ids)]
+    if user:
+        args += ["-u", user]
+
+    def forgotten(exc: SlurmError) -> dict[str, JobInfo]:
+        # squeue -j fails when every listed job has left Slurm's memory.
+        if job_ids and "Invalid job id" in exc.stderr:
+            return {}
+        raise exc
+
+    return SlurmCall(tuple(args), parse_squeue, recover=forgotten)
+
+
+def scancel_call(job_id: str, *, user: str | None = None) -> SlurmCall[None]:
+    return SlurmCall(("scancel", job_id), _ignore, user=user)
+
+
+def cancel_jobs_of_call(owner: str, names: Sequence[str] | None = None) -> SlurmCall[None]:
+    """Cancel every job of ``owner``, or only those named one of ``names``."""
+    args = ["scancel", "-u", owner]
+    if names is not None:
+        args[1:1] = ["--name", ",".join(names)]
+    return SlurmCall(tuple(args), _ignore)
+
+
+def partitions_call() -> SlurmCall[list[PartitionInfo]]:
+    return SlurmCall(("sinfo", "-h", "-o", _SINFO_FORMAT), parse_sinfo)
+
+
+def pending_jobs_call() -> SlurmCall[dict[str, list[str]]]:
+    """Pending job ids per partition, highest priority first (queue order)."""
+    return SlurmCall(("squeue", "-h", "--states=PENDING", "--sort=-p,i", "-o", "%P|%i"),
+                     parse_pending)
+
+
+def nodes_call(node: str | None = None, *, details: bool = False
+               ) -> SlurmCall[dict[str, dict[str, str]]]:
+    """``scontrol show node`` as fields per node; ``details`` adds ``GresUsed`` (``-d``)."""
+    args = ["scontrol", *(["-d"] if details else []), "-o", "show", "node"]
+    return SlurmCall((*args, *([node] if node else [])), parse_scontrol_nodes)
+
+
+def node_states_call(field_code: str = "%t") -> SlurmCall[dict[str, str]]:
+    """One ``sinfo`` field per node: ``%t`` the compact state, ``%E`` why it is down."""
+    return SlurmCall(("sinfo", "-h", "-N", "-o", f"%N|{field_code}"), parse_node_values)
+
+
+def reservations_call() -> SlurmCall[dict[str, Reservation]]:
+    def parse(text: str) -> dict[str, Reservation]:
+        # resources imports this module (hostlists): import its parser when first used.
+        from shopfloor.resources import parse_reservations
+
+        return parse_reservations(text)
+
+    return SlurmCall(("scontrol", "-o", "show", "reservation"), parse)
+
+
+def create_reservation_call(
+    name: str, *, start: datetime | None, end: datetime, partition: str, users: Sequence[str],
+    cores: int = 0, nodes: int = 0, flags: Sequence[str] = (),
+) -> SlurmCall[None]:
+    """A reservation of ``cores`` (``CoreCnt``) or else ``nodes`` from ``start`` (None: now)."""
+    size = f"CoreCnt={cores}" if cores else f"NodeCnt={nodes}"
+    args = [
+        "scontrol", "create", "reservation", f"ReservationName={name}",
+        f"StartTime={'now' if start is None else _slurm_time(start)}",
+        f"EndTime={_slurm_time(end)}", f"PartitionName={partition}", size,
+        f"Users={','.join(users)}",
+    ]
+    if flags:
+        args.append(f"Flags={','.join(flags)}")
+    return SlurmCall(tuple(args), _ignore)
+
+
+def update_reservation_call(name: str, *settings: str) -> SlurmCall[None]:
+    """``scontrol update`` of reservation ``name`` with ``Key=Value`` settings."""
+    return SlurmCall(("scontrol", "update", f"ReservationName={name}", *settings), _ignore)
+
+
+def delete_reservation_call(name: str) -> SlurmCall[None]:
+    """Release reservation ``name``; one that is already gone counts as released."""
+
+    def gone(exc: SlurmError) -> None:
+        if "invalid" not in exc.stderr.lower() and "not found" not in exc.stderr.lower():
+            raise exc
+
+    return SlurmCall(("scontrol", "delete", f"ReservationName={name}"), _ignore, recover=gone)
+
+
+# -- the two runners ------------------------------------------------------------------------
+
+
+class _Runner:
+    """What both runners share: where the tools are, their environment, the command line."""
 
     def __init__(
         self,
         *,
         bin_dir: str = "",
-        user_prefix: Sequence[str] = ("sudo", "-n", "-u", "{user}", "--"),
         env: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.bin_dir = bin_dir
-        self.user_prefix = tuple(user_prefix)
         self.env = dict(env) if env is not None else None
         self.timeout = timeout
+        #: Commands run so far, by tool name (benchmarks and tests count them).
         self.calls: dict[str, int] = {}
 
     def command(
@@ -262,22 +443,60 @@ class Slurm:
     ) -> list[str]:
         """The full command line for ``args`` (``args[0]`` is the Slurm tool's name).
 
-        ``keep_env`` names variables that must reach the command through ``sudo``: they are
-        passed by name (``--preserve-env``), so their values never appear in a command line.
+        ``user`` runs it as that Unix user (:func:`~shopfloor.userfiles.sudo_argv`), which keeps
+        job submission under the user's own identity. ``keep_env`` names variables that must
+        reach the command through ``sudo``: they are passed by name (``--preserve-env``), so
+        their values never appear in a command line.
         """
         tool = os.path.join(self.bin_dir, args[0]) if self.bin_dir else args[0]
         cmd = [tool, *args[1:]]
         if user is not None:
-            prefix = [p.replace("{user}", user) for p in self.user_prefix]
-            if keep_env and prefix and os.path.basename(prefix[0]) == "sudo":
-                prefix.insert(1, "--preserve-env=" + ",".join(keep_env))
-            cmd = [*prefix, *cmd]
+            cmd = sudo_argv(user, cmd, preserve_env=keep_env)
         return cmd
 
     def _environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str] | None:
         if self.env is None and not extra:
             return None
         return {**os.environ, **(self.env or {}), **(extra or {})}
+
+    def _start(self, args: Sequence[str], user: str | None,
+               secret_env: Mapping[str, str] | None) -> list[str]:
+        cmd = self.command(args, user, keep_env=tuple(secret_env or ()))
+        self.calls[args[0]] = self.calls.get(args[0], 0) + 1
+        log.debug("slurm: %s", shlex.join(cmd))
+        return cmd
+
+    def _not_found(self, cmd: Sequence[str]) -> SlurmError:
+        return SlurmError(cmd, 127, "", f"{cmd[0]} not found: is Slurm installed?")
+
+    def _timed_out(self, cmd: Sequence[str]) -> SlurmError:
+        return SlurmError(cmd, -1, "", f"timed out after {self.timeout:.0f} s")
+
+
+class Slurm(_Runner):
+    """Async access to the Slurm commands, as the hub (root) or as a user.
+
+    ``bin_dir`` is the folder of the tools (empty: ``$PATH``), ``env`` what to add to their
+    environment (e.g. ``SLURM_CONF``), ``timeout`` the most seconds one command may take.
+    """
+
+    def __init__(
+        self,
+        *,
+        bin_dir: str = "",
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(bin_dir=bin_dir, env=env, timeout=timeout)
+        self._sync: SlurmSync | None = None
+
+    @property
+    def sync(self) -> SlurmSync:
+        """The blocking runner with the same settings (and the same :attr:`calls` count)."""
+        if self._sync is None:
+            self._sync = SlurmSync(bin_dir=self.bin_dir, env=self.env, timeout=self.timeout)
+            self._sync.calls = self.calls
+        return self._sync
 
     async def run(
         self,
@@ -293,9 +512,7 @@ class Slurm:
         ``secret_env`` is added to the command's environment (never to its arguments or logs).
         ``umask`` (if not -1) is the command's umask; ``sudo`` keeps a stricter one.
         """
-        cmd = self.command(args, user, keep_env=tuple(secret_env or ()))
-        self.calls[args[0]] = self.calls.get(args[0], 0) + 1
-        log.debug("slurm: %s", shlex.join(cmd))
+        cmd = self._start(args, user, secret_env)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
@@ -307,7 +524,7 @@ class Slurm:
                 umask=umask,
             )
         except FileNotFoundError as exc:
-            raise SlurmError(cmd, 127, "", f"{cmd[0]} not found: is Slurm installed?") from exc
+            raise self._not_found(cmd) from exc
         try:
             out, err = await asyncio.wait_for(
                 proc.communicate(stdin.encode() if stdin is not None else None), self.timeout
@@ -315,94 +532,184 @@ class Slurm:
         except TimeoutError as exc:
             proc.kill()
             await proc.wait()
-            raise SlurmError(cmd, -1, "", f"timed out after {self.timeout:.0f} s") from exc
+            raise self._timed_out(cmd) from exc
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         if proc.returncode != 0:
             raise SlurmError(cmd, proc.returncode or 0, stdout, stderr)
         return stdout
 
     def run_sync(self, args: Sequence[str], *, user: str | None = None) -> str:
-        """Blocking :meth:`run`, for the command line and setup code."""
-        cmd = self.command(args, user)
-        self.calls[args[0]] = self.calls.get(args[0], 0) + 1
-        log.debug("slurm: %s", shlex.join(cmd))
+        """Blocking :meth:`run`, for the command line and setup code (:meth:`SlurmSync.run`)."""
+        return self.sync.run(args, user=user)
+
+    async def call(self, call: SlurmCall[T]) -> T:
+        """Run ``call`` and read its answer."""
+        try:
+            out = await self.run(call.args, user=call.user, stdin=call.stdin,
+                                 secret_env=call.secret_env, umask=call.umask)
+        except SlurmError as exc:
+            if call.recover is None:
+                raise
+            return call.recover(exc)
+        return call.parse(out)
+
+    # -- typed commands (spelled once, in the *_call functions above) -----------------------
+
+    async def sbatch(self, script: str, *, user: str | None = None,
+                     secret_env: Mapping[str, str] | None = None) -> str:
+        """Submit ``script`` (given on stdin) and return the job id (see :func:`sbatch_call`)."""
+        return await self.call(sbatch_call(script, user=user, secret_env=secret_env))
+
+    async def squeue(self, job_ids: Sequence[str] | None = None, *, user: str | None = None
+                     ) -> dict[str, JobInfo]:
+        """All jobs Slurm still knows (every state), optionally restricted to ``job_ids``."""
+        return await self.call(squeue_call(job_ids, user=user))
+
+    async def scancel(self, job_id: str, *, user: str | None = None) -> None:
+        """Cancel job ``job_id`` (as ``user`` if given)."""
+        await self.call(scancel_call(job_id, user=user))
+
+    async def cancel_jobs_of(self, owner: str, *, names: Sequence[str] | None = None) -> None:
+        """Cancel every job of ``owner`` (only those named one of ``names``, if given)."""
+        if names is not None and not names:
+            return  # an empty --name would match every job of the user
+        await self.call(cancel_jobs_of_call(owner, names))
+
+    async def partitions(self) -> list[PartitionInfo]:
+        """Every partition's live state (``sinfo``)."""
+        return await self.call(partitions_call())
+
+    async def pending_jobs(self) -> dict[str, list[str]]:
+        """Pending job ids per partition, highest priority first (queue order)."""
+        return await self.call(pending_jobs_call())
+
+    async def nodes(self, node: str | None = None, *, details: bool = False
+              ) -> dict[str, dict[str, str]]:
+        """``scontrol show node`` fields by node name (only ``node``'s if given); ``details``
+        adds ``GresUsed``."""
+        return await self.call(nodes_call(node, details=details))
+
+    async def node_address(self, node: str) -> str:
+        """The address to connect to for ``node`` (its ``NodeAddr``; the name if unknown)."""
+        return (await self.call(nodes_call(node))).get(node, {}).get("NodeAddr", node)
+
+    async def reservations(self) -> dict[str, Reservation]:
+        """Every reservation, by name."""
+        return await self.call(reservations_call())
+
+    async def create_reservation(
+        self, name: str, *, start: datetime | None, end: datetime, partition: str,
+        users: Sequence[str], cores: int = 0, nodes: int = 0, flags: Sequence[str] = (),
+    ) -> None:
+        """Create reservation ``name`` (see :func:`create_reservation_call`)."""
+        await self.call(create_reservation_call(
+            name, start=start, end=end, partition=partition, users=users, cores=cores,
+            nodes=nodes, flags=flags))
+
+    async def set_reservation_flags(self, name: str, flags: Sequence[str]) -> None:
+        """Set the ``Flags`` of reservation ``name``."""
+        await self.call(update_reservation_call(name, f"Flags={','.join(flags)}"))
+
+    async def add_reservation_user(self, name: str, user: str) -> None:
+        """Let ``user`` into reservation ``name`` too."""
+        await self.call(update_reservation_call(name, f"Users+={user}"))
+
+    async def delete_reservation(self, name: str) -> None:
+        """Release reservation ``name``; one that is already gone counts as released."""
+        await self.call(delete_reservation_call(name))
+
+
+class SlurmSync(_Runner):
+    """Blocking access to the Slurm commands: the typed methods of :class:`Slurm`, no event loop.
+
+    For code that is not async: a user's kernel (sessions, batch runs, Ray clusters), the
+    job-side launchers and the embedded cluster's setup. Same arguments as :class:`Slurm`.
+    """
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        user: str | None = None,
+        stdin: str | None = None,
+        secret_env: Mapping[str, str] | None = None,
+        umask: int = -1,
+    ) -> str:
+        """Run one Slurm command; return its stdout or raise :class:`SlurmError`."""
+        cmd = self._start(args, user, secret_env)
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=self._environ(), timeout=self.timeout,
-                check=False,
+                cmd, input=stdin, stdin=subprocess.DEVNULL if stdin is None else None,
+                capture_output=True, text=True, errors="replace", env=self._environ(secret_env),
+                timeout=self.timeout, check=False, start_new_session=True, umask=umask,
             )
         except FileNotFoundError as exc:
-            raise SlurmError(cmd, 127, "", f"{cmd[0]} not found: is Slurm installed?") from exc
+            raise self._not_found(cmd) from exc
         except subprocess.TimeoutExpired as exc:
-            raise SlurmError(cmd, -1, "", f"timed out after {self.timeout:.0f} s") from exc
+            raise self._timed_out(cmd) from exc
         if proc.returncode != 0:
             raise SlurmError(cmd, proc.returncode, proc.stdout, proc.stderr)
         return proc.stdout
 
-    # -- typed helpers ------------------------------------------------------------------
-
-    async def sbatch(
-        self,
-        script: str,
-        *,
-        user: str | None = None,
-        secret_env: Mapping[str, str] | None = None,
-    ) -> str:
-        """Submit ``script`` (given on stdin) and return the job id.
-
-        The job gets only the environment its script sets, plus ``secret_env``, which travels
-        by name (``--export=NAME``), never in the script or on a command line.
-        sbatch runs with umask 077: Slurm gives the job the submitter's umask, so the job's
-        output file (which Slurm creates) and what the job writes are private to the user.
-        """
-        names = sorted(secret_env or {})
-        export = "--export=" + (",".join(names) if names else "NONE")
-        out = await self.run(
-            ["sbatch", "--parsable", export], user=user, stdin=script, secret_env=secret_env,
-            umask=0o077,
-        )
-        job_id = out.strip().split(";", 1)[0]
-        if not job_id.isdigit():
-            raise SlurmError(["sbatch", "--parsable"], 0, out, "sbatch printed no job id")
-        return job_id
-
-    async def squeue(
-        self, job_ids: Sequence[str] | None = None, *, user: str | None = None
-    ) -> dict[str, JobInfo]:
-        """All jobs Slurm still knows (every state), optionally restricted to ``job_ids``."""
-        args = ["squeue", "-h", "--states=all", "-o", _SQUEUE_FORMAT]
-        if job_ids:
-            args += ["-j", ",".join(job_ids)]
-        if user:
-            args += ["-u", user]
+    def call(self, call: SlurmCall[T]) -> T:
+        """Run ``call`` and read its answer."""
         try:
-            return parse_squeue(await self.run(args))
+            out = self.run(call.args, user=call.user, stdin=call.stdin,
+                           secret_env=call.secret_env, umask=call.umask)
         except SlurmError as exc:
-            # squeue -j fails when every listed job has left Slurm's memory.
-            if job_ids and "Invalid job id" in exc.stderr:
-                return {}
-            raise
+            if call.recover is None:
+                raise
+            return call.recover(exc)
+        return call.parse(out)
 
-    async def scancel(self, job_id: str, *, user: str | None = None) -> None:
-        await self.run(["scancel", job_id], user=user)
+    # -- typed commands: the same as Slurm's ------------------------------------------------
 
-    async def partitions(self) -> list[PartitionInfo]:
-        return parse_sinfo(await self.run(["sinfo", "-h", "-o", _SINFO_FORMAT]))
+    def sbatch(self, script: str, *, user: str | None = None,
+               secret_env: Mapping[str, str] | None = None) -> str:
+        """Submit ``script`` (given on stdin) and return the job id (see :func:`sbatch_call`)."""
+        return self.call(sbatch_call(script, user=user, secret_env=secret_env))
 
-    async def pending_jobs(self) -> dict[str, list[str]]:
-        """Pending job ids per partition, highest priority first (queue order)."""
-        out = await self.run(["squeue", "-h", "--states=PENDING", "--sort=-p,i", "-o", "%P|%i"])
-        queues: dict[str, list[str]] = {}
-        for line in out.split():
-            parts, _, job_id = line.partition("|")
-            for part in parts.split(","):
-                queues.setdefault(part, []).append(job_id)
-        return queues
+    def squeue(self, job_ids: Sequence[str] | None = None, *, user: str | None = None
+               ) -> dict[str, JobInfo]:
+        """All jobs Slurm still knows (every state), optionally restricted to ``job_ids``."""
+        return self.call(squeue_call(job_ids, user=user))
 
-    async def nodes(self) -> dict[str, dict[str, str]]:
-        return parse_scontrol_nodes(await self.run(["scontrol", "-o", "show", "node"]))
+    def scancel(self, job_id: str, *, user: str | None = None) -> None:
+        """Cancel job ``job_id`` (as ``user`` if given)."""
+        self.call(scancel_call(job_id, user=user))
 
-    async def node_address(self, node: str) -> str:
+    def cancel_jobs_of(self, owner: str, *, names: Sequence[str] | None = None) -> None:
+        """Cancel every job of ``owner`` (only those named one of ``names``, if given)."""
+        if names is not None and not names:
+            return  # an empty --name would match every job of the user
+        self.call(cancel_jobs_of_call(owner, names))
+
+    def partitions(self) -> list[PartitionInfo]:
+        """Every partition's live state (``sinfo``)."""
+        return self.call(partitions_call())
+
+    def nodes(self, node: str | None = None, *, details: bool = False
+              ) -> dict[str, dict[str, str]]:
+        """``scontrol show node`` fields by node name (only ``node``'s if given); ``details``
+        adds ``GresUsed``."""
+        return self.call(nodes_call(node, details=details))
+
+    def node_address(self, node: str) -> str:
         """The address to connect to for ``node`` (its ``NodeAddr``; the name if unknown)."""
-        out = await self.run(["scontrol", "-o", "show", "node", node])
-        return parse_scontrol_nodes(out).get(node, {}).get("NodeAddr", node)
+        return self.call(nodes_call(node)).get(node, {}).get("NodeAddr", node)
+
+    def node_states(self) -> dict[str, str]:
+        """Node name -> compact ``sinfo`` state (``idle``, ``down*``, ``inval`` ...)."""
+        return self.call(node_states_call("%t"))
+
+    def node_reasons(self) -> dict[str, str]:
+        """Node name -> why Slurm set it down, drained or invalid (``none`` if it did not)."""
+        return self.call(node_states_call("%E"))
+
+    def resume_node(self, name: str) -> None:
+        """Return node ``name`` to service (``scontrol update state=resume``)."""
+        self.call(SlurmCall(("scontrol", "update", f"nodename={name}", "state=resume"), _ignore))
+
+    def ping(self) -> None:
+        """Raise :class:`SlurmError` unless slurmctld answers."""
+        self.call(SlurmCall(("scontrol", "ping"), _ignore))

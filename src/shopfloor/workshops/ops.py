@@ -1,8 +1,9 @@
 """The privileged steps of a workshop: Unix accounts, the Slurm reservation, material, exports.
 
 Run by the ``workshop`` service and the hub (both root). Anything that writes into a user's
-home runs *as that user* (``sudo -n -u``), so a trainer's or participant's symlinks cannot
-steer root's writes. Scheduler commands go through :class:`shopfloor.slurm.seam.Slurm`.
+home runs *as that user* (:func:`shopfloor.userfiles.sudo_argv`), so a trainer's or
+participant's symlinks cannot steer root's writes. Scheduler commands are the typed methods of
+:class:`shopfloor.slurm.seam.Slurm`; no Slurm command line is spelled here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 
 from shopfloor.slurm.seam import Slurm, SlurmError
+from shopfloor.userfiles import sudo_argv
 from shopfloor.workshops.model import GIT_URL, WorkshopSpec, reservation_name
 
 log = logging.getLogger("shopfloor.workshops.client")
-_SLURM_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
 class OperationError(RuntimeError):
@@ -46,10 +47,6 @@ async def run(cmd: Sequence[str], *, stdin: bytes | None = None, timeout: float 
             f"{what or cmd[0]} failed ({shlex.join(cmd)} exited {proc.returncode}): "
             f"{err.decode(errors='replace').strip()[-500:]}")
     return out
-
-
-def as_user(user: str, *cmd: str) -> list[str]:
-    return ["sudo", "-n", "-u", user, "--", *cmd]
 
 
 def unix_user_exists(name: str) -> bool:
@@ -109,22 +106,23 @@ async def create_reservation(slurm: Slurm, spec: WorkshopSpec, users: Sequence[s
     participant ("Requested nodes are busy") once other jobs run there.
     """
     name = reservation_name(spec.name)
-    size = f"CoreCnt={spec.cores}" if spec.cores else f"NodeCnt={spec.nodes}"
-    start = "now" if spec.start <= datetime.now() else spec.start.strftime(_SLURM_TIME)
-    command = [
-        "scontrol", "create", "reservation", f"ReservationName={name}", f"StartTime={start}",
-        f"EndTime={spec.end.strftime(_SLURM_TIME)}", f"PartitionName={spec.partition}", size,
-        f"Users={','.join(users)}",
-    ]
+
+    async def create(flags: Sequence[str] = ()) -> None:
+        await slurm.create_reservation(
+            name, start=None if spec.start <= datetime.now() else spec.start, end=spec.end,
+            partition=spec.partition, users=users, cores=spec.cores, nodes=spec.nodes,
+            flags=flags)
+
     try:
-        await slurm.run(command)
+        await create()
     except SlurmError as exc:
+        size = f"CoreCnt={spec.cores}" if spec.cores else f"NodeCnt={spec.nodes}"
         log.warning("workshop %s: no free %s on %s (%s); reserving over running jobs",
                     spec.name, size, spec.partition, exc.slurm_message)
-        await slurm.run([*command, "Flags=IGNORE_JOBS"])
+        await create(["IGNORE_JOBS"])
         return name
     try:
-        await slurm.run(["scontrol", "update", f"ReservationName={name}", "Flags=IGNORE_JOBS"])
+        await slurm.set_reservation_flags(name, ["IGNORE_JOBS"])
     except SlurmError:
         await delete_reservation(slurm, name)
         raise
@@ -132,22 +130,18 @@ async def create_reservation(slurm: Slurm, spec: WorkshopSpec, users: Sequence[s
 
 
 async def add_reservation_user(slurm: Slurm, reservation: str, username: str) -> None:
-    await slurm.run(["scontrol", "update", f"ReservationName={reservation}",
-                     f"Users+={username}"])
+    """Let ``username`` into the workshop's reservation."""
+    await slurm.add_reservation_user(reservation, username)
 
 
 async def delete_reservation(slurm: Slurm, reservation: str) -> None:
     """Release the reservation; one that is already gone counts as released."""
-    try:
-        await slurm.run(["scontrol", "delete", f"ReservationName={reservation}"])
-    except SlurmError as exc:
-        if "invalid" not in exc.stderr.lower() and "not found" not in exc.stderr.lower():
-            raise
+    await slurm.delete_reservation(reservation)
 
 
 async def cancel_jobs(slurm: Slurm, username: str, wait: float = 20) -> None:
     """Cancel every job of ``username`` and wait until Slurm lists none."""
-    await slurm.run(["scancel", "-u", username])
+    await slurm.cancel_jobs_of(username)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while loop.time() < deadline:
@@ -176,7 +170,7 @@ async def place_material(username: str, source: str, folder: str) -> bool:
         fetch = ["cp", "-r", "--no-preserve=ownership", "--", source.rstrip("/") + "/.", tmp]
     script = ('test -e "$1" && exit 0; rm -rf -- "$2"; mkdir -p -- "$2" && "${@:3}" && '
               'mv -- "$2" "$1"')
-    await run(as_user(username, "bash", "-c", script, "place", str(dest), tmp, *fetch),
+    await run(sudo_argv(username, ["bash", "-c", script, "place", str(dest), tmp, *fetch]),
               timeout=120, what=f"placing material for {username}")
     return True
 
@@ -194,7 +188,7 @@ async def write_as(user: str, path: Path, data_cmd: Sequence[str] | None = None,
     """
     script = ('umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && '
               'mv -f -- "$1.part" "$1"')
-    writer = as_user(user, "bash", "-c", script, "write", str(path))
+    writer = sudo_argv(user, ["bash", "-c", script, "write", str(path)])
     if data_cmd is None:
         await run(writer, stdin=data or b"", what=f"writing {path}")
         return
@@ -221,13 +215,13 @@ async def private_folder(user: str, folder: Path) -> None:
     root) may read them, even where an older export folder was made 0755.
     """
     script = 'umask 077 && mkdir -p -- "$1" && chmod 0700 -- "$1"'
-    await run(as_user(user, "bash", "-c", script, "private", str(folder)),
+    await run(sudo_argv(user, ["bash", "-c", script, "private", str(folder)]),
               what=f"making {folder} private")
 
 
 async def read_as(user: str, path: Path, timeout: float = 300) -> bytes:
     """The bytes of ``path``, read as ``user`` (root never opens a path a user controls)."""
-    return await run(as_user(user, "cat", "--", str(path)), timeout=timeout,
+    return await run(sudo_argv(user, ["cat", "--", str(path)]), timeout=timeout,
                      what=f"reading {path}")
 
 
