@@ -6,22 +6,34 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shopfloor.apps.client import SERVICE_NAME as APPS_SERVICE
+from shopfloor.extensions.compat import check_when_hub_config_loaded, refuse_batchspawner_settings
 from shopfloor.extensions.context import ShopfloorContext
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.userfiles import private_dir, private_file
+from shopfloor.workshops.client import SERVICE_NAME as WORKSHOP_SERVICE
 
 _CONTEXT: ShopfloorContext | None = None
 
+#: What session code needs to find Shopfloor's services (shopfloor.session.hubapi reads
+#: ``GET /hub/api/services``): list them and read their URL, of these services only. Every
+#: user holds these (the "user" role), so their own tokens and their sessions' tokens do.
+SERVICE_DISCOVERY_SCOPES = tuple(
+    f"{scope}!service={name}" for name in (APPS_SERVICE, WORKSHOP_SERVICE)
+    for scope in ("list:services", "read:services")
+)
+
 #: Scopes of each session's own API token: JupyterHub's "server" role (report activity, be
 #: reached through the hub) plus the user's own servers: read (with spawn progress), start,
-#: stop. Code that needs more sets ``c.ShopfloorSpawner.server_token_scopes =
-#: [*SERVER_TOKEN_SCOPES, ...]`` after ``install``.
+#: stop; and finding Shopfloor's services. Code that needs more sets
+#: ``c.ShopfloorSpawner.server_token_scopes = [*SERVER_TOKEN_SCOPES, ...]`` after ``install``.
 SERVER_TOKEN_SCOPES = (
     "access:servers!server",
     "users:activity!user",
     "read:servers!user",
     "start:servers!user",
     "delete:servers!user",
+    *SERVICE_DISCOVERY_SCOPES,
 )
 
 
@@ -86,10 +98,10 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     # Sessions are Slurm jobs: they outlive hub restarts and are reattached, not killed.
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.allow_named_servers = True
-    c.JupyterHub.named_server_limit_per_user = 5
+    c.JupyterHub.named_server_limit_per_user = site.hub.named_server_limit_per_user
     c.JupyterHub.spawner_class = ShopfloorSpawner
-    c.JupyterHub.template_vars = {"announcement_login": f"{site.name}: log in with your "
-                                  "cluster account."}
+    c.JupyterHub.template_vars = {"announcement_login": site.hub.login_message or (
+        f"{site.name}: log in with your cluster account.")}
 
     c.JupyterHub.authenticator_class = "pam"
     c.PAMAuthenticator.open_sessions = False
@@ -102,17 +114,21 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     c.ShopfloorSpawner.context = ctx
     c.ShopfloorSpawner.python = site.hub.python
     c.ShopfloorSpawner.start_timeout = site.hub.start_timeout
-    c.ShopfloorSpawner.http_timeout = 120
-    c.ShopfloorSpawner.default_url = "/lab"
+    c.ShopfloorSpawner.http_timeout = site.hub.http_timeout
+    c.ShopfloorSpawner.default_url = site.hub.default_url
     c.ShopfloorSpawner.pending_poll_interval = site.slurm.pending_poll_interval
     c.ShopfloorSpawner.slurm_poll_interval = site.slurm.poll_interval
-    c.ShopfloorSpawner.poll_interval = max(10, int(site.slurm.poll_interval * 2))
+    c.ShopfloorSpawner.poll_interval = site.hub.server_poll_interval or max(
+        10, int(site.slurm.poll_interval * 2))
     c.ShopfloorSpawner.job_log_dir = site.slurm.job_log_dir
     # Fine-tuning in sessions (shopfloor.finetune.recipe) finds the site model catalog and the
     # users' run folder here; sessions cannot read the site file.
     c.ShopfloorSpawner.environment.update({
         "SHOPFLOOR_MODEL_CATALOG": site.models.catalog_dir,
         "SHOPFLOOR_RUNS_DIR": site.models.runs_dir,
+        # Read by shopfloor.lab in the session (the Help card, the walltime warnings).
+        "SHOPFLOOR_HELP_URL": site.hub.help_url,
+        "SHOPFLOOR_WARN_MINUTES": ",".join(str(m) for m in site.hub.warn_minutes),
     })
     # The server's token ($JUPYTERHUB_API_TOKEN in the session) lets in-session code (the
     # compute panel, shopfloor.session.hubapi) list, start and stop the user's own servers and read
@@ -127,9 +143,28 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
 
     # Workshops: the workshop service, trainer roles, participants' defaults and material.
     install_workshops(c, site, site_source)
+    # Every user may find the services (install_apps made sure the "user" role is listed).
+    user_role = next(r for r in c.JupyterHub.load_roles if r.get("name") == "user")
+    user_role["scopes"] = [*user_role.get("scopes", ["self"]), *SERVICE_DISCOVERY_SCOPES]
 
     from shopfloor.extensions.spawn_reattach import detach_unstarted_servers, schedule_reattach
 
     detach_unstarted_servers(c.JupyterHub.db_url)
     schedule_reattach()
+    # batchspawner settings (req_partition, batch_script, ...) would be silently ignored:
+    # refuse those set so far, and those set later in the config, before the hub serves.
+    refuse_ignored_spawner_settings(c)
+    check_when_hub_config_loaded(lambda app: refuse_ignored_spawner_settings(app.config,
+                                                                             app.spawner_class))
     return ctx
+
+
+def refuse_ignored_spawner_settings(config: Any, spawner_class: type | None = None) -> None:
+    """Raise :class:`~shopfloor.extensions.compat.IgnoredSettingError` if ``config`` sets
+    a batchspawner ``SlurmSpawner`` setting that ``spawner_class`` (a ShopfloorSpawner) ignores.
+    """
+    from shopfloor.extensions.spawner import ShopfloorSpawner
+
+    spawner_class = spawner_class or ShopfloorSpawner
+    if isinstance(spawner_class, type) and issubclass(spawner_class, ShopfloorSpawner):
+        refuse_batchspawner_settings(config, spawner_class.section_names())

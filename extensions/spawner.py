@@ -27,44 +27,28 @@ import os
 import pwd
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from batchspawner import SlurmSpawner
 from jupyterhub.spawner import SpawnException
-from sqlalchemy.orm import object_session
 from traitlets import Any as AnyTrait
 from traitlets import Float, Unicode, default
 
+from shopfloor.extensions.compat import (
+    refuse_batchspawner_settings,
+    save_spawner_state,
+    spawner_log_name,
+)
 from shopfloor.extensions.context import ShopfloorContext
 from shopfloor.resources import RequestError, ResourceRequest, UserContext
 from shopfloor.slurm.jobscript import JobSpec, build_script
 from shopfloor.slurm.jobwatch import JobState, JobStatus
-from shopfloor.slurm.seam import JobInfo, SlurmError
-from shopfloor.timeutil import format_minutes
+from shopfloor.slurm.pending import describe_pending
+from shopfloor.slurm.seam import SlurmError
 from shopfloor.userfiles import private_dir_as_user, tail_as_user
 
 #: Environment variables that are secrets: they travel by name only (sbatch --export).
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
-
-#: Slurm's pending reasons in users' words.
-PENDING_REASONS = {
-    "Resources": "waiting for free resources on the {partition} partition",
-    "Priority": "other jobs are ahead of yours in the queue",
-    "ReqNodeNotAvail": "the nodes it needs are unavailable (down, drained or reserved)",
-    "Reservation": "waiting for its reservation to start",
-    "Dependency": "waiting for another job to finish",
-    "BeginTime": "waiting for its start time",
-    "PartitionDown": "the {partition} partition is down",
-    "PartitionNodeLimit": "it asks for more nodes than the {partition} partition has",
-    "PartitionTimeLimit": "it asks for more time than the {partition} partition allows",
-    "QOSMaxJobsPerUserLimit": "you already run as many jobs as your QoS allows",
-    "AssocMaxJobsLimit": "your account runs as many jobs as it may",
-    "JobHeldAdmin": "an administrator is holding it",
-    "JobHeldUser": "it is held",
-    "None": "it was just submitted",
-}
-
 
 class UserSpawnError(SpawnException):
     """A spawn error whose page, REST answer and progress event show only ``message``.
@@ -81,23 +65,6 @@ class UserSpawnError(SpawnException):
 
 #: What a user sees when slurmctld does not answer at submit time.
 SCHEDULER_UNREACHABLE = "The scheduler is unreachable, try again in a minute."
-
-
-def describe_pending(info: JobInfo, position: int | None, now: datetime | None = None) -> str:
-    """One sentence on why a job waits and until when, for the pending page."""
-    reason = PENDING_REASONS.get(info.reason, info.reason).format(partition=info.partition)
-    text = f"Queued on {info.partition}: {reason}"
-    if position:
-        text += f"; position {position} in the queue"
-    if info.start is not None:
-        now = now or datetime.now()
-        wait = (info.start - now).total_seconds()
-        if wait > 60:
-            eta = format_minutes(int(wait // 60))
-            text += f"; expected to start around {info.start:%H:%M} (in {eta})"
-        else:
-            text += "; expected to start within a minute"
-    return text + "."
 
 
 class ShopfloorSpawner(SlurmSpawner):
@@ -135,6 +102,14 @@ class ShopfloorSpawner(SlurmSpawner):
     _port_event: asyncio.Event | None = None
     _pending_message = ""
 
+    def __init__(self, **kwargs: Any) -> None:
+        # batchspawner's req_*/batch_*/state_* settings would be silently ignored (the job
+        # script comes from the site file): refuse them, naming what to use instead, before
+        # traitlets applies them (and complains about their type instead).
+        config = kwargs.get("config") or getattr(kwargs.get("parent"), "config", None) or {}
+        refuse_batchspawner_settings(config, self.section_names(), given=kwargs)
+        super().__init__(**kwargs)
+
     @default("python")
     def _python_default(self) -> str:
         return self.context.site.hub.python
@@ -154,6 +129,11 @@ class ShopfloorSpawner(SlurmSpawner):
     @property
     def ctx(self) -> ShopfloorContext:
         return self.context
+
+    @property
+    def log_name(self) -> str:
+        """``user:server``, the prefix of every log line about this server (as JupyterHub's)."""
+        return spawner_log_name(self)
 
     def user_context(self) -> UserContext:
         """The user's name, hub and Unix groups, admin flag: what the policy needs."""
@@ -178,14 +158,14 @@ class ShopfloorSpawner(SlurmSpawner):
         except SlurmError as exc:
             raise UserSpawnError(
                 SCHEDULER_UNREACHABLE, reason="slurm_unreachable",
-                log_message=f"{self._log_name}: {exc}", status_code=503,
+                log_message=f"{self.log_name}: {exc}", status_code=503,
             ) from None
         try:
             return self.ctx.policy.validate(options, self.user_context(), live)
         except RequestError as exc:
             raise UserSpawnError(
                 f"Invalid resource request: {exc}", reason="invalid_options",
-                log_message=f"{self._log_name}: rejected user_options: {exc}",
+                log_message=f"{self.log_name}: rejected user_options: {exc}",
             ) from None
 
     # -- state -------------------------------------------------------------------------
@@ -222,13 +202,7 @@ class ShopfloorSpawner(SlurmSpawner):
 
     def _save_state_now(self) -> None:
         """Persist the job id at once: a hub restart must not orphan a pending job."""
-        orm = getattr(self, "orm_spawner", None)
-        if orm is None:
-            return
-        orm.state = self.get_state()
-        session = object_session(orm)
-        if session is not None:
-            session.commit()
+        save_spawner_state(self)
 
     # -- the job -----------------------------------------------------------------------
 
@@ -250,7 +224,10 @@ class ShopfloorSpawner(SlurmSpawner):
         secret = {k: env.pop(k) for k in SECRET_ENV if k in env}
         home = self._home()
         bin_dir = os.path.dirname(self.python)
-        plain = {k: str(v) for k, v in env.items() if k.startswith("JUPYTERHUB_")}
+        # JupyterHub's own variables and the admin's Spawner.environment (SHOPFLOOR_* settings
+        # the session reads); nothing else of the hub's process environment.
+        plain = {k: str(v) for k, v in env.items()
+                 if k.startswith("JUPYTERHUB_") or k in self.environment}
         plain.update(
             HOME=home, USER=self.user.name, LOGNAME=self.user.name, SHELL="/bin/bash",
             PATH=f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", LANG="C.UTF-8",
@@ -291,7 +268,7 @@ class ShopfloorSpawner(SlurmSpawner):
         if problem:
             raise UserSpawnError(
                 f"Cannot create your job log folder {self.job_log_path()}; ask your admin.",
-                reason="log_dir", log_message=f"{self._log_name}: {problem}",
+                reason="log_dir", log_message=f"{self.log_name}: {problem}",
             )
 
     async def job_log_tail(self, lines: int = 15) -> str:
@@ -339,7 +316,7 @@ class ShopfloorSpawner(SlurmSpawner):
                     "Your session's job ended while the hub was restarting; start it again.",
                     reason="job_died",
                 )
-            self.log.info("%s: reattached to job %s", self._log_name, self.job_id)
+            self.log.info("%s: reattached to job %s", self.log_name, self.job_id)
             self._pending_message = f"Reattached to your queued job {self.job_id}"
         else:
             await self._submit()
@@ -367,13 +344,13 @@ class ShopfloorSpawner(SlurmSpawner):
             if exc.unreachable:
                 raise UserSpawnError(
                     SCHEDULER_UNREACHABLE, reason="slurm_unreachable", status_code=503,
-                    log_message=f"{self._log_name}: {exc}",
+                    log_message=f"{self.log_name}: {exc}",
                 ) from None
             raise UserSpawnError(
                 f"Slurm refused the job: {exc.slurm_message}", reason="sbatch_failed",
-                log_message=f"{self._log_name}: {exc}",
+                log_message=f"{self.log_name}: {exc}",
             ) from None
-        self.log.info("%s: submitted job %s to %s", self._log_name, self.job_id, request.partition)
+        self.log.info("%s: submitted job %s to %s", self.log_name, self.job_id, request.partition)
         self.job_token_sha256 = hashlib.sha256(secret["JUPYTERHUB_API_TOKEN"].encode()).hexdigest()
         self.ctx.job_watcher.watch(self.job_id)
         self._save_state_now()
@@ -414,18 +391,21 @@ class ShopfloorSpawner(SlurmSpawner):
         self._save_state_now()
         self.log.info(
             "%s: job %s ready on %s (%s:%s)",
-            self._log_name, self.job_id, self.node_name, self.ip, self.port,
+            self.log_name, self.job_id, self.node_name, self.ip, self.port,
         )
         return self.ip, self.port
 
-    async def _wait_for_listener(self, timeout: float = 120) -> None:
+    async def _wait_for_listener(self, timeout: float | None = None) -> None:
         """Return once the server accepts connections (or its job ends).
+
+        Waits at most ``timeout`` seconds, JupyterHub's ``http_timeout`` unless given (the
+        site file's ``hub.http_timeout``).
 
         JupyterHub's own check backs off exponentially; probing every 0.1 s here saves up to
         seconds per spawn (measured: benchmarks/spawn.py).
         """
         self._pending_message = f"JupyterLab is starting on {self.node_name}"
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (self.http_timeout if timeout is None else timeout)
         last_status = time.monotonic()
         while time.monotonic() < deadline:
             try:
@@ -460,7 +440,7 @@ class ShopfloorSpawner(SlurmSpawner):
         self.clear_state()
         self._save_state_now()
         return UserSpawnError(
-            message, reason="job_died", log_message=f"{self._log_name}: job {job_id} {what}"
+            message, reason="job_died", log_message=f"{self.log_name}: job {job_id} {what}"
         )
 
     async def poll(self) -> int | None:
@@ -471,10 +451,10 @@ class ShopfloorSpawner(SlurmSpawner):
             return None
         if status.state is JobState.UNKNOWN:
             # Slurm unreachable: keep the server; JupyterHub will poll again.
-            self.log.warning("%s: job %s status unknown: %s", self._log_name, self.job_id,
+            self.log.warning("%s: job %s status unknown: %s", self.log_name, self.job_id,
                              status.error)
             return None
-        self.log.info("%s: job %s is gone", self._log_name, self.job_id)
+        self.log.info("%s: job %s is gone", self.log_name, self.job_id)
         self.clear_state()
         return 1
 
@@ -485,14 +465,14 @@ class ShopfloorSpawner(SlurmSpawner):
         try:
             await self.ctx.slurm.scancel(job_id)
         except SlurmError as exc:
-            self.log.warning("%s: scancel %s failed: %s", self._log_name, job_id, exc)
+            self.log.warning("%s: scancel %s failed: %s", self.log_name, job_id, exc)
         deadline = time.monotonic() + (0 if now else 10)
         while time.monotonic() < deadline:
             status = await self.ctx.job_watcher.status(job_id, max_age=0.5)
             if status.state is JobState.GONE:
                 break
             await asyncio.sleep(0.5)
-        self.log.info("%s: cancelled job %s", self._log_name, job_id)
+        self.log.info("%s: cancelled job %s", self.log_name, job_id)
         self.clear_state()
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
@@ -516,4 +496,4 @@ def _apply_user_options(spawner: ShopfloorSpawner, user_options: dict[str, Any])
     return apply()
 
 
-__all__ = ["SCHEDULER_UNREACHABLE", "ShopfloorSpawner", "UserSpawnError", "describe_pending"]
+__all__ = ["SCHEDULER_UNREACHABLE", "ShopfloorSpawner", "UserSpawnError"]

@@ -51,6 +51,29 @@ if ! "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0" >/tm
   echo "bootstrap: installing torch==2.13.0 failed; full log in /tmp/shopfloor-pip.log" >&2
   exit 1
 fi
+# The JupyterLab extension (TypeScript) is built from source here and shipped prebuilt inside
+# the package (share/jupyter/labextensions/@shopfloor/jupyterlab): sessions need no Node.js.
+# JupyterLab's builder (jupyter-builder) comes with jupyterlab, so that goes in first; the
+# package's data-files name the build output, so the build runs before Shopfloor's install.
+# Rebuilt only when its sources are newer than the last build.
+LAB_EXT=extensions/jupyterlab
+LAB_OUT=src/shopfloor/lab/labextension
+if [ ! -f "$LAB_OUT/package.json" ] || \
+   [ -n "$(find "$LAB_EXT/src" "$LAB_EXT/style" "$LAB_EXT/package.json" "$LAB_EXT/package-lock.json" \
+             "$LAB_EXT/tsconfig.json" -newer "$LAB_OUT/package.json" 2>/dev/null | head -1)" ]; then
+  if ! "$VENV/bin/pip" install -q --disable-pip-version-check "jupyterlab>=4.6,<5" >/tmp/shopfloor-pip.log 2>&1; then
+    tail -n 30 /tmp/shopfloor-pip.log >&2
+    echo "bootstrap: installing jupyterlab failed; full log in /tmp/shopfloor-pip.log" >&2
+    exit 1
+  fi
+  say "building the Shopfloor JupyterLab extension"
+  if ! (cd "$LAB_EXT" && npm ci --no-audit --no-fund --loglevel=error && \
+        PATH="$VENV/bin:$PATH" npm run build) >/tmp/shopfloor-labext.log 2>&1; then
+    tail -n 30 /tmp/shopfloor-labext.log >&2
+    echo "bootstrap: building $LAB_EXT failed; full log in /tmp/shopfloor-labext.log" >&2
+    exit 1
+  fi
+fi
 say "installing Shopfloor into $VENV"
 if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[hub,session,ray,finetune,test]" >/tmp/shopfloor-pip.log 2>&1; then
   tail -n 30 /tmp/shopfloor-pip.log >&2

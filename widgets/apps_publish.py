@@ -6,17 +6,19 @@ service; the panel shows its refusals field by field and never a traceback::
 
     from shopfloor.widgets import PublishPanel
     PublishPanel("slider_app.ipynb")
+    PublishPanel()  # asks which of your notebooks to publish
 """
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
 from shopfloor.apps.client import AppsClient, AppsError
-from shopfloor.widgets.common import status_html
+from shopfloor.widgets.common import plain_message, status_html
 
 AUDIENCES = [
     ("Only me", "private"), ("Named users", "users"), ("Groups", "groups"),
@@ -24,17 +26,55 @@ AUDIENCES = [
 ]
 
 
+#: Folders of the home whose notebooks are not offered for publishing: the launcher's panel
+#: notebooks (written by shopfloor.lab for each card).
+SKIPPED_FOLDERS = ("shopfloor-panels",)
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
 
 
-class PublishPanel(widgets.VBox):
-    """Title, description, audience, compute and files; Publish / Roll back / Unpublish."""
+def notebooks_under(root: Path, limit: int = 500) -> list[str]:
+    """The notebooks under ``root`` (paths relative to it, sorted), at most ``limit``.
 
-    def __init__(self, notebook: str, client: Any | None = None, **kwargs: Any) -> None:
+    Hidden folders (``.ipynb_checkpoints``, ``.local``...) and the launcher's panel notebooks
+    are left out: nobody publishes those.
+    """
+    found: list[str] = []
+    for path in sorted(root.rglob("*.ipynb")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or rel.parts[0] in SKIPPED_FOLDERS:
+            continue
+        found.append(rel.as_posix())
+        if len(found) >= limit:
+            break
+    return found
+
+
+class PublishPanel(widgets.VBox):
+    """Title, description, audience, compute and files; Publish / Roll back / Unpublish.
+
+    ``notebook`` is the path of the notebook to publish; without it the panel lists the
+    notebooks of ``home`` (default: your home folder) and publishes the one chosen.
+    """
+
+    def __init__(self, notebook: str | None = None, client: Any | None = None,
+                 home: Path | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.notebook = notebook
+        home = Path.home() if home is None else home
         self._client = client
+        self.choose = widgets.Dropdown(
+            description="Notebook",
+            options=notebooks_under(home) if notebook is None else [],
+            value=None,
+        )
+        self.notebook = notebook or ""
+        self.choose.observe(
+            lambda change: setattr(self, "notebook", str(home / change["new"]) if change["new"]
+                                   else ""),
+            names="value",
+        )
         self.last: dict[str, Any] | None = None
         self.title = widgets.Text(description="Title", placeholder="Wave explorer")
         self.description = widgets.Textarea(description="Description")
@@ -54,8 +94,14 @@ class PublishPanel(widgets.VBox):
         self.publish_button.on_click(lambda _: self.publish())
         self.rollback_button.on_click(lambda _: self.rollback())
         self.unpublish_button.on_click(lambda _: self.unpublish())
+        if notebook is None:
+            heading = "<b>Publish a notebook as an app</b>"
+            if not self.choose.options:
+                self._show(f"There is no notebook under {home} to publish yet.", "error")
+        else:
+            heading = f"<b>Publish {html.escape(notebook)} as an app</b>"
         self.children = [
-            widgets.HTML(f"<b>Publish {html.escape(notebook)} as an app</b>"),
+            widgets.HTML(heading), *([self.choose] if notebook is None else []),
             self.title, self.description, self.slug, self.audience, self.names,
             self.partition, self.cpus, self.files,
             widgets.HBox([self.publish_button, self.rollback_button, self.unpublish_button]),
@@ -84,11 +130,12 @@ class PublishPanel(widgets.VBox):
         self.status.value = status_html(text, kind)
 
     def _fail(self, exc: AppsError) -> None:
-        lines = [str(exc)] if not exc.problems else [
-            "Please change:", *(f"  {k}: {v}" for k, v in exc.problems.items())]
-        self._show("\n".join(lines), "error")
+        self._show(plain_message(exc), "error")
 
     def publish(self) -> dict[str, Any] | None:
+        if not self.notebook:
+            self._show("Choose the notebook to publish.", "error")
+            return None
         try:
             self.last = self.client.publish(self.notebook, **self.request())
         except AppsError as exc:

@@ -6,6 +6,7 @@ a Voila app::
 
     from shopfloor.widgets import TrainerPanel
     TrainerPanel("intro")
+    TrainerPanel()  # choose among the workshops you train
 
 The table shows each participant's latest step, failed checks, last activity and session
 state; stuck participants (last check failed, or no progress for the site's
@@ -34,11 +35,6 @@ _STYLE = """<style>
 </style>"""
 
 
-def _words(exc: BaseException) -> str:
-    """The service's own words (they name the field), else the shared plain message."""
-    if isinstance(exc, WorkshopError):
-        return "; ".join([str(exc), *(f"{k}: {v}" for k, v in exc.problems.items())])
-    return plain_message(exc)
 
 
 def _when(stamp: str | None) -> str:
@@ -71,12 +67,16 @@ def progress_table(rows: Sequence[ProgressRow]) -> str:
 
 
 class TrainerPanel(widgets.VBox):
-    """Workshop header, progress table, start/stop a participant's session, auto-refresh."""
+    """Workshop header, progress table, start/stop a participant's session, auto-refresh.
 
-    def __init__(self, workshop: str, client: Any | None = None, *,
+    Without ``workshop`` the panel lists the workshops you train (newest first) and follows
+    the one chosen.
+    """
+
+    def __init__(self, workshop: str | None = None, client: Any | None = None, *,
                  refresh_seconds: float = 15, auto_refresh: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.workshop = workshop
+        self.workshop = workshop or ""
         self.client = client or WorkshopClient(timeout=60)
         self.rows: list[ProgressRow] = []
         self.info: dict[str, Any] = {}
@@ -91,8 +91,14 @@ class TrainerPanel(widgets.VBox):
         self.stop_button.on_click(lambda _: self.stop_selected())
         self.refresh_button.on_click(lambda _: self.refresh())
         self.add_class("sf-trainer")
+        self.choose = widgets.Dropdown(description="Workshop", options=[], value=None)
+        if workshop is None:
+            self._list_workshops()
+            if self.choose.options:  # the newest, until the trainer chooses another
+                self.choose.value = self.workshop = self.choose.options[0][1]
+            self.choose.observe(lambda change: self._follow(change["new"]), names="value")
         self.children = [
-            widgets.HTML(_STYLE), self.header,
+            widgets.HTML(_STYLE), *([self.choose] if workshop is None else []), self.header,
             widgets.HBox([self.refresh_button, self.participant, self.start_button,
                           self.stop_button]),
             self.status, self.table,
@@ -102,13 +108,36 @@ class TrainerPanel(widgets.VBox):
         if auto_refresh:
             self.ticker.start()
 
+    def _list_workshops(self) -> None:
+        try:
+            found = sorted(self.client.list(), key=lambda w: str(w.get("start", "")),
+                           reverse=True)
+        except (WorkshopError, OSError) as exc:
+            self.status.value = status_html(plain_message(exc), "error")
+            return
+        self.choose.options = [(f"{w.get('title') or w['name']} ({w['name']})", w["name"])
+                               for w in found]
+        if not found:
+            self.status.value = status_html(
+                "You train no workshops yet: create one with `shopfloor workshop create` or "
+                "ask your admin.", "info")
+
+    def _follow(self, name: str | None) -> None:
+        self.workshop = name or ""
+        self.status.value = ""
+        self.refresh()
+
     def refresh(self) -> None:
         """Fetch the workshop and its progress again and redraw."""
+        if not self.workshop:
+            self.header.value = self.table.value = ""
+            self.participant.options = []
+            return
         try:
             self.info = self.client.status(self.workshop)
             self.rows = list(self.client.progress(self.workshop))
         except (WorkshopError, OSError) as exc:
-            self.status.value = status_html(_words(exc), "error")
+            self.status.value = status_html(plain_message(exc), "error")
             return
         info = self.info
         stuck = sum(r.stuck for r in self.rows)
@@ -132,7 +161,7 @@ class TrainerPanel(widgets.VBox):
         try:
             getattr(self.client, f"{action}_server")(self.workshop, user)
         except (WorkshopError, OSError) as exc:
-            self.status.value = status_html(_words(exc), "error")
+            self.status.value = status_html(plain_message(exc), "error")
             return
         verb = "Starting" if action == "start" else "Stopping"
         self.status.value = status_html(f"{verb} {user}'s session.", "ok")

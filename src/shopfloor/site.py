@@ -132,6 +132,42 @@ class HubSettings(_Strict):
     start_timeout: int = Field(
         600, ge=30, description="Seconds a session may take from submit to ready, queue included."
     )
+    http_timeout: int = Field(
+        120, ge=10,
+        description="Seconds a session's server may take to answer once its job runs, "
+        "e.g. 120; after that the start fails and the job is cancelled.",
+    )
+    named_server_limit_per_user: int = Field(
+        5, ge=0, description="Most sessions one user may have at once, e.g. 5; 0: no limit."
+    )
+    server_poll_interval: int | None = Field(
+        None, ge=1,
+        description="Seconds between the hub's checks that each running session's job is "
+        "still there, e.g. 10. Empty: twice slurm.poll_interval, at least 10.",
+    )
+    default_url: str = Field(
+        "/lab", description="Page a session opens on, e.g. /lab or /tree."
+    )
+    login_message: str = Field(
+        "", description="Line shown on the login page. Empty: '<name>: log in with your "
+        "cluster account.'",
+    )
+    help_url: str = Field(
+        "", description="The site's help page, opened by the Help card in JupyterLab "
+        "(e.g. https://hpc.example.org/jupyter-help). Empty: the card shows session facts only.",
+    )
+    warn_minutes: list[int] = Field(
+        default_factory=lambda: [15, 5],
+        description="Minutes before a session's Slurm job ends at which JupyterLab warns, with "
+        "a 'Save all' button, e.g. [15, 5]. Empty: no warnings.",
+    )
+
+    @field_validator("warn_minutes")
+    @classmethod
+    def _positive_minutes(cls, value: list[int]) -> list[int]:
+        if any(m <= 0 for m in value):
+            raise ValueError(f"warn_minutes must be positive minutes, e.g. [15, 5]; got {value}")
+        return sorted(set(value), reverse=True)
 
 
 class AppsSettings(_Strict):

@@ -1,0 +1,189 @@
+"""HTTP handlers of the Shopfloor server extension, under ``{base_url}shopfloor/lab/``.
+
+Every handler needs the server's own login (the hub lets only the server's owner in); none
+takes a path or host from the browser except the notebook to publish, which must lie under
+the server's root folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from shopfloor.lab.config import ShopfloorLab
+from shopfloor.lab.examples import CopyReport, copy_examples
+from shopfloor.lab.jobstatus import JobStatus, JobWatcher, redact, tail
+from shopfloor.lab.panels import PanelError, write_panel_notebook
+
+
+def shopfloor_version() -> str:
+    try:
+        return version("shopfloor")
+    except PackageNotFoundError:
+        return "0"
+
+
+@dataclass
+class LabState:
+    """What the handlers share: settings, the job watcher and the server's root folder."""
+
+    config: ShopfloorLab
+    watcher: JobWatcher
+    root_dir: Path
+    hub_prefix: str = ""  #: the hub's base URL (``$JUPYTERHUB_BASE_URL``), "" outside a hub
+    examples: CopyReport | None = None
+
+    def relative(self, setting: str) -> str:
+        """A folder setting as the path JupyterLab's file browser uses."""
+        return Path(setting).as_posix().strip("/")
+
+    def copy_examples(self) -> CopyReport:
+        source = self.config.examples_source
+        self.examples = copy_examples(
+            Path(source), self.config.resolve(self.root_dir, self.config.examples_dir),
+            shopfloor_version(),
+        ) if source else CopyReport()
+        return self.examples
+
+    async def status(self) -> JobStatus:
+        await self.watcher.refresh()
+        status = self.watcher.status()
+        status.extra = {
+            "warn_minutes": list(self.config.warn_minutes),
+            "help_url": self.config.help_url,
+            "gallery_url": f"{self.hub_prefix.rstrip('/')}/services/apps/"
+            if self.hub_prefix else "",
+            "examples_dir": self.relative(self.config.examples_dir),
+            "version": shopfloor_version(),
+        }
+        return status
+
+
+def help_text(status: JobStatus, log: str) -> str:
+    """What a support person needs, as plain text to copy."""
+    def when(epoch: float | None) -> str:
+        if epoch is None:
+            return "unknown"
+        return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+    lines = [
+        f"user:       {status.user or 'unknown'}",
+        f"session:    {status.server_name or 'default'}",
+        f"job id:     {status.job_id or 'not in a Slurm job'}",
+        f"partition:  {status.partition or 'unknown'}",
+        f"node:       {status.node or 'unknown'}",
+        f"time limit: {status.time_limit or 'unknown'}",
+        f"job ends:   {when(status.end_epoch)}",
+        f"shopfloor:  {status.extra.get('version', '')}",
+    ]
+    if log:
+        lines += ["", "last lines of the job log:", log]
+    return "\n".join(lines) + "\n"
+
+
+class _LabHandler(APIHandler):
+    def initialize(self, lab: LabState) -> None:
+        self.lab = lab
+
+    def _json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+
+class StatusHandler(_LabHandler):
+    """``GET status``: the job's facts for the status bar."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        status = await self.lab.status()
+        if self.lab.watcher.last_error is not None:
+            self.log.warning("shopfloor: cannot read job %s from Slurm: %s",
+                             status.job_id, self.lab.watcher.last_error)
+        self._json(status.to_json())
+
+
+class HelpHandler(_LabHandler):
+    """``GET help``: the job's facts and the end of its log, as text to copy."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        await self.lab.watcher.refresh(force=True)
+        status = await self.lab.status()
+        log = redact(tail(status.log_path, self.lab.config.log_lines))
+        self._json({**status.to_json(), "log": log, "text": help_text(status, log)})
+
+
+class PanelHandler(_LabHandler):
+    """``POST panels/<card>`` (body ``{"notebook": path}`` for Publish): the card's notebook."""
+
+    @web.authenticated
+    async def post(self, name: str) -> None:
+        body = self.get_json_body() or {}
+        notebook = body.get("notebook") if isinstance(body, dict) else None
+        if notebook is not None and not isinstance(notebook, str):
+            raise web.HTTPError(400, "notebook must be a path")
+        cfg = self.lab.config
+        try:
+            path = write_panel_notebook(name, self.lab.root_dir,
+                                        cfg.resolve(self.lab.root_dir, cfg.panels_dir), notebook)
+        except PanelError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        self._json({"path": path.relative_to(self.lab.root_dir.resolve()).as_posix()})
+
+
+class ExamplesHandler(_LabHandler):
+    """``POST examples``: copy the examples again (as at start); ``GET``: the last report."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        report = self.lab.examples or CopyReport()
+        self._json({"dir": self.lab.relative(self.lab.config.examples_dir), **vars(report)})
+
+    @web.authenticated
+    async def post(self) -> None:
+        report = self.lab.copy_examples()
+        self._json({"dir": self.lab.relative(self.lab.config.examples_dir), **vars(report)})
+
+
+def handlers(base_url: str, lab: LabState) -> list[tuple[str, type, dict[str, Any]]]:
+    prefix = url_path_join(base_url, "shopfloor/lab")
+    args = {"lab": lab}
+    return [
+        (url_path_join(prefix, "status"), StatusHandler, args),
+        (url_path_join(prefix, "help"), HelpHandler, args),
+        (url_path_join(prefix, r"panels/(?P<name>[a-z]+)"), PanelHandler, args),
+        (url_path_join(prefix, "examples"), ExamplesHandler, args),
+    ]
+
+
+def install(serverapp: Any, watcher: JobWatcher | None = None) -> LabState:
+    """Add the handlers to a running Jupyter server and copy the examples (first start)."""
+    config = ShopfloorLab(parent=serverapp)
+    lab = LabState(
+        config=config,
+        watcher=watcher or JobWatcher(refresh_seconds=config.job_refresh_seconds),
+        root_dir=Path(serverapp.root_dir).expanduser(),
+        hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "") if
+        os.environ.get("JUPYTERHUB_API_URL") else "",
+    )
+    try:
+        report = lab.copy_examples()
+        serverapp.log.info("shopfloor: examples in %s: %s", config.examples_dir, report.summary())
+    except OSError as exc:
+        # A full or read-only home must not stop the session from starting.
+        serverapp.log.warning("shopfloor: could not copy the examples into %s: %s",
+                              config.examples_dir, exc)
+    serverapp.web_app.add_handlers(".*$", handlers(serverapp.web_app.settings["base_url"], lab))
+    serverapp.log.info("shopfloor: JupyterLab status, help and cards served under %s",
+                       url_path_join(serverapp.web_app.settings["base_url"], "shopfloor/lab/"))
+    return lab
