@@ -1,0 +1,264 @@
+"""``shopfloor-privileged``: the only things Shopfloor does as root, behind a narrow interface.
+
+An unprivileged hub (``hub.service_user``) reaches this one command through its own sudoers
+line (``shopfloor ALL=(root) NOPASSWD: <venv>/bin/shopfloor-privileged``); a hub that runs as
+root runs it directly, so both take the same path (:func:`privileged_argv`). Each verb checks
+every argument before anything happens and refuses with exit code 2 and a message naming it:
+
+``create-account NAME``
+    a workshop participant's Unix account with a private home; prints its new password
+    (on stdout, never on a command line). ``NAME`` must be ``ws-<workshop>-<n>`` and new.
+``disable-account NAME`` / ``delete-account NAME``
+    lock, or remove with its home, an account this command created: ``ws-<workshop>-<n>``,
+    a regular uid, and the comment ``create-account`` wrote. Any other account is refused.
+``reservation create|update|delete KEY=VALUE...``
+    ``scontrol`` on a workshop reservation (``ws-<workshop>``), with only the keys Shopfloor
+    writes, each value checked (Slurm needs an operator to reserve; SlurmUser is often root).
+    Slurm is found on sudo's ``secure_path``: no caller picks the program that runs as root.
+``slurm-associate NAME``
+    the Slurm association of a participant this command created (``ws-<workshop>-<n>``) with
+    its workshop's account ``ws-<workshop>`` (its default), which is made on first use under
+    ``workshops``; an account of that name under any other parent is refused.
+``slurm-dissociate NAME`` / ``slurm-remove-account ACCOUNT``
+    remove a participant's associations (``ws-<workshop>-<n>``; its Unix account, if still
+    there, must be one this command made), or a workshop's account (``ws-<workshop>``, only
+    under ``workshops``). ``sacctmgr`` needs a Slurm administrator: a Slurm *operator* role
+    for the hub would let it change every account, budget and QOS instead.
+
+Nothing here takes a path, a shell command or a user that is not a workshop participant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shopfloor.slurm.accounting import AccountingSync
+
+COMMAND = "shopfloor-privileged"
+BAD_ARGUMENT, FAILED = 2, 4
+#: Participant accounts: ``ws-<workshop>-<n>`` (shopfloor.workshops.model.account_name).
+ACCOUNT = re.compile(r"ws-[a-z][a-z0-9]{1,11}-[1-9][0-9]{0,3}")
+RESERVATION = re.compile(r"ws-[a-z][a-z0-9]{1,11}")
+#: The comment create-account writes, which disable/delete require.
+MARK = "Shopfloor workshop participant"
+_USER = r"[a-z_][a-z0-9_-]{0,31}"
+_TIME = r"(now|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)"
+#: The keys and values ``shopfloor.slurm.seam`` writes for workshop reservations.
+RESERVATION_KEYS = {
+    "StartTime": re.compile(_TIME),
+    "EndTime": re.compile(_TIME),
+    "PartitionName": re.compile(r"[A-Za-z0-9_.-]{1,64}"),
+    "CoreCnt": re.compile(r"[1-9][0-9]{0,5}"),
+    "NodeCnt": re.compile(r"[1-9][0-9]{0,4}"),
+    "Users": re.compile(rf"{_USER}(,{_USER}){{0,999}}"),
+    "Users+": re.compile(_USER),  # update: add one user (``Users+=name``)
+    "Flags": re.compile(r"(IGNORE_JOBS)(,IGNORE_JOBS)?"),
+}
+#: The Slurm account every workshop's account hangs under (shopfloor.workshops.ops).
+WORKSHOPS_ACCOUNT = "workshops"
+_SHADOW_TOOLS = {"useradd", "usermod", "userdel", "chpasswd"}
+
+
+class Refused(Exception):
+    """An argument this command does not accept (exit code 2)."""
+
+
+def command_path(python: str | None = None) -> str:
+    """``shopfloor-privileged`` of the environment whose interpreter is ``python``."""
+    return str(Path(python or sys.executable).parent / COMMAND)
+
+
+def privileged_argv(verb: str, *args: str, python: str | None = None) -> list[str]:
+    """How to run ``shopfloor-privileged VERB ARGS``: directly as root, else through sudo."""
+    argv = [command_path(python), verb, *args]
+    if os.geteuid() == 0:
+        return argv
+    from shopfloor.userfiles import sudo_argv
+
+    return sudo_argv("root", argv)
+
+
+def _account(name: str, *, ours: bool) -> str:
+    if not ACCOUNT.fullmatch(name):
+        raise Refused(f"NAME must be a workshop account ws-<workshop>-<n>, not {name!r}")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        if ours:
+            raise Refused(f"NAME {name!r}: no such account") from None
+        return name
+    if not ours:
+        raise Refused(f"NAME {name!r}: the account exists already")
+    if entry.pw_uid < 1000 or entry.pw_gecos.split(",")[0] != MARK:
+        raise Refused(f"NAME {name!r} was not made by {COMMAND}: refusing to change it")
+    return name
+
+
+def _tool(name: str, *args: str, stdin: str | None = None) -> str:
+    if name not in _SHADOW_TOOLS:
+        raise Refused(f"no tool {name}")
+    for _attempt in range(20):
+        proc = subprocess.run([name, *args], input=stdin, capture_output=True, text=True,
+                              check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        # Another useradd/userdel (a second workshop, an admin) holds /etc/passwd: wait.
+        if "cannot lock" not in proc.stderr:
+            break
+        time.sleep(0.5)
+    if proc.returncode:
+        raise OSError(f"{name} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return proc.stdout
+
+
+def create_account(name: str) -> None:
+    _tool("useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARK,
+          _account(name, ours=False))
+    os.chmod(pwd.getpwnam(name).pw_dir, 0o700)
+    password = secrets.token_urlsafe(9)
+    _tool("chpasswd", stdin=f"{name}:{password}\n")
+    print(password)
+
+
+def disable_account(name: str) -> None:
+    _tool("usermod", "--lock", "--expiredate", "1", _account(name, ours=True))
+
+
+def delete_account(name: str) -> None:
+    _tool("userdel", "--remove", "--force", _account(name, ours=True))
+
+
+def _workshop_account(name: str) -> str:
+    """``ws-<workshop>`` of participant ``name`` (already checked against ACCOUNT)."""
+    return name.rsplit("-", 1)[0]
+
+
+def _participant(name: str) -> str:
+    """A participant whose association may change: ours, or whose Unix account is gone."""
+    if not ACCOUNT.fullmatch(name):
+        raise Refused(f"NAME must be a workshop account ws-<workshop>-<n>, not {name!r}")
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return name
+    return _account(name, ours=True)
+
+
+def _accounting() -> AccountingSync:
+    from shopfloor.slurm.accounting import AccountingSync
+    from shopfloor.slurm.seam import SlurmSync
+
+    return AccountingSync(SlurmSync())
+
+
+def _check_parent(accounting: AccountingSync, account: str) -> bool:
+    """True if workshop ``account`` exists (under ``workshops``), False if it does not."""
+    parent = accounting.account_parent(account)
+    if parent is not None and parent != WORKSHOPS_ACCOUNT:
+        raise Refused(f"ACCOUNT {account!r} is not under {WORKSHOPS_ACCOUNT!r}: "
+                      "refusing to change it")
+    return parent is not None
+
+
+def slurm_associate(name: str) -> None:
+    account, accounting = _workshop_account(_account(name, ours=True)), _accounting()
+    if not _check_parent(accounting, account):
+        if accounting.account_parent(WORKSHOPS_ACCOUNT) is None:
+            accounting.add_account(WORKSHOPS_ACCOUNT,
+                                   description="Workshops (one account each)")
+        accounting.add_account(account, parent=WORKSHOPS_ACCOUNT,
+                               description=f"workshop {account[3:]}")
+    accounting.add_user(name, account, default_account=True)
+
+
+def slurm_dissociate(name: str) -> None:
+    _accounting().remove_user(_participant(name))
+
+
+def slurm_remove_account(account: str) -> None:
+    if not RESERVATION.fullmatch(account):
+        raise Refused(f"ACCOUNT must be a workshop account ws-<workshop>, not {account!r}")
+    accounting = _accounting()
+    if _check_parent(accounting, account):
+        accounting.remove_account(account)
+
+
+def reservation_args(action: str, settings: Sequence[str]) -> list[str]:
+    """The ``scontrol`` arguments for ``reservation ACTION KEY=VALUE...``, every value checked."""
+    if action not in ("create", "update", "delete"):
+        raise Refused(f"ACTION must be create, update or delete, not {action!r}")
+    pairs = [s.partition("=") for s in settings]
+    if not pairs or pairs[0][0] != "ReservationName" or not RESERVATION.fullmatch(pairs[0][2]):
+        raise Refused("the first setting must be ReservationName=ws-<workshop>")
+    seen = set()
+    for key, eq, value in pairs[1:]:
+        pattern = RESERVATION_KEYS.get(key)
+        if not eq or pattern is None or action == "delete":
+            raise Refused(f"setting {key!r} is not allowed for reservation {action}")
+        if key in seen or not pattern.fullmatch(value):
+            raise Refused(f"{key}={value!r} is not an allowed value")
+        seen.add(key)
+    head = ["create", "reservation"] if action == "create" else [action]
+    return ["scontrol", *head, *settings]
+
+
+def reservation(action: str, *settings: str) -> None:
+    from shopfloor.slurm.seam import SlurmError, SlurmSync
+
+    try:
+        sys.stdout.write(SlurmSync().run(reservation_args(action, settings)))
+    except SlurmError as exc:
+        # The caller's recover() reads Slurm's own words: pass them on unchanged.
+        sys.stderr.write(exc.stderr)
+        raise SystemExit(exc.returncode or FAILED) from None
+
+
+_VERBS = {
+    "create-account": create_account,
+    "disable-account": disable_account,
+    "delete-account": delete_account,
+    "slurm-associate": slurm_associate,
+    "slurm-dissociate": slurm_dissociate,
+    "slurm-remove-account": slurm_remove_account,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb as root; returns the exit code (2: refused, 4: the system tool failed)."""
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
+    parser.add_argument("verb", choices=[*_VERBS, "reservation"])
+    parser.add_argument("args", nargs="*")
+    ns = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print(f"{COMMAND}: must run as root (through sudo)", file=sys.stderr)
+        return FAILED
+    os.umask(0o077)
+    try:
+        if ns.verb == "reservation":
+            if not ns.args:
+                raise Refused("reservation needs an ACTION")
+            reservation(ns.args[0], *ns.args[1:])
+        else:
+            if len(ns.args) != 1:
+                raise Refused(f"{ns.verb} takes exactly one NAME")
+            _VERBS[ns.verb](ns.args[0])
+    except Refused as exc:
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
+        return BAD_ARGUMENT
+    except (OSError, RuntimeError) as exc:  # RuntimeError: SlurmError, with Slurm's words
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
+        return FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
