@@ -40,6 +40,7 @@ import yaml
 
 from benchmarks import spawn
 from benchmarks.hubprocess import VENV_PYTHON, BenchHub, HubError, HubPorts
+from benchmarks.hubprofile import HubProfiler
 from benchmarks.report import emit, format_grid, median, p90, percentile, ratio
 from shopfloor.slurm.seam import Slurm, SlurmError
 
@@ -120,6 +121,31 @@ def cpu_percent(before: CpuTimes | None, after: CpuTimes | None, seconds: float)
         "own": round(100 * (after.own - before.own) / seconds, 1),
         "children": round(100 * (after.children - before.children) / seconds, 1),
     }
+
+
+def parse_vmrss(status_text: str) -> float | None:
+    """Resident memory in MB from a ``/proc/<pid>/status`` text (its ``VmRSS:`` line)."""
+    for line in status_text.splitlines():
+        if line.startswith("VmRSS:"):
+            parts = line.split()
+            try:
+                return round(int(parts[1]) / 1024, 1)  # the kernel reports kB
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MB, or ``None`` if it is gone."""
+    try:
+        return parse_vmrss(Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return None
+
+
+def count_ready(servers: Mapping[str, Mapping[str, Any]]) -> int:
+    """How many of a user's servers the hub reports ready."""
+    return sum(1 for model in servers.values() if model.get("ready"))
 
 
 def latency_summary(samples: Sequence[float | None]) -> dict[str, Any]:
@@ -275,15 +301,23 @@ def counting_squeue(real: str, counter: Path) -> str:
             f"exec {real} \"$@\"\n")
 
 
+#: Every Slurm tool our hub may run from ``slurm.bin_dir`` (accounting adds sacctmgr and
+#: sshare where the cluster has slurmdbd); only ``squeue`` is counted.
+SLURM_TOOLS = ("sbatch", "scancel", "sinfo", "scontrol", "squeue", "sacctmgr", "sshare", "sacct")
+OPTIONAL_TOOLS = ("sacctmgr", "sshare", "sacct")
+
+
 def make_counting_bin(folder: Path, counter: Path) -> None:
     """A Slurm bin folder: counting ``squeue``, links to the real other tools."""
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
     counter.touch()
     counter.chmod(0o666)
-    for tool in ("sbatch", "scancel", "sinfo", "scontrol", "squeue"):
+    for tool in SLURM_TOOLS:
         real = shutil.which(tool)
         if real is None:
+            if tool in OPTIONAL_TOOLS:
+                continue
             raise SystemExit(f"{tool} is not on PATH: is Slurm installed?")
         if tool == "squeue":
             (folder / tool).write_text(counting_squeue(real, counter))
@@ -364,7 +398,7 @@ def bench_lines(servers: int, concurrency: int, token: str) -> list[str]:
         "c.JupyterHub.tornado_settings.update({'slow_spawn_timeout': 0})",
         f"c.JupyterHub.services.append({{'name': 'bench', 'api_token': {token!r}}})",
         "c.JupyterHub.load_roles.append({'name': 'bench-admin', 'services': ['bench'], "
-        "'scopes': ['admin:users', 'admin:servers']})",
+        "'scopes': ['admin:users', 'admin:servers', 'tokens']})",
         "",
     ]
 
@@ -514,6 +548,23 @@ class Arm:
             return None
         return time.perf_counter() - started if resp.status_code == 200 else None
 
+    def user_token(self) -> str:
+        """A short-lived API token of ``USER``, to load the pages as that user would."""
+        resp = self.api("POST", f"/users/{USER}/tokens",
+                        json={"expires_in": 3600, "note": "benchmarks.scale pages"})
+        resp.raise_for_status()
+        return str(resp.json()["token"])
+
+    def page_time(self, path: str, token: str) -> float | None:
+        """Seconds a hub page (``/hub/...``) takes to render for ``USER``; ``None`` if not 200."""
+        started = time.perf_counter()
+        try:
+            resp = self.session.get(f"{self.hub.url}{path}", timeout=30, allow_redirects=False,
+                                    headers={"Authorization": f"token {token}"})
+        except OSError:
+            return None
+        return time.perf_counter() - started if resp.status_code == 200 else None
+
     def close(self, job_ids: Sequence[str]) -> None:
         spawn._try(self.hub.stop)
         spawn._try(spawn.cancel_jobs, list(job_ids))
@@ -543,11 +594,61 @@ def measure_window(arm: Arm, scene: Scene, seconds: float) -> dict[str, Any]:
     calls = scene.calls(arm.key, start_epoch, start_epoch + elapsed)
     return {
         "seconds": round(elapsed, 1),
+        "hub_rss_mb": rss_mb(hub_pid),
         "squeue_calls": calls,
         "squeue_calls_per_s": round(calls / elapsed, 3),
         "hub_cpu_percent": cpu_percent(hub_before, hub_after, elapsed),
         "slurmctld_cpu_percent": cpu_percent(ctld_before, ctld_after, elapsed)["own"],
         "latency": {key: latency_summary(values) for key, values in samples.items()},
+    }
+
+
+#: Pages timed after the window (as the user, with a token): the home page lists every
+#: server; the spawn page renders the options form (ours only: stock has no form, and its
+#: spawn page would start a server).
+PAGE_SAMPLES = 5
+
+
+def measure_pages(arm: Arm) -> dict[str, Any]:
+    """p50/p95/max of the home page and (ours) a new named server's spawn page."""
+    pages = {"home": "/hub/home"}
+    if arm.key == "ours":
+        pages["spawn_page"] = f"/hub/spawn/{USER}/pagecheck"
+    try:
+        token = arm.user_token()
+    except (OSError, ValueError, KeyError) as exc:
+        return {"error": f"no user token: {exc}"}
+    return {name: latency_summary([arm.page_time(path, token) for _ in range(PAGE_SAMPLES)])
+            for name, path in pages.items()}
+
+
+def measure_restart(arm: Arm, expected: int, timeout: float) -> dict[str, Any]:
+    """Stop the hub (sessions keep running), start it again, time until all are ready again.
+
+    ``hub_answers_s``: until its API answers through the proxy; ``all_known_s``: until
+    ``GET /users/alice`` lists ``expected`` ready servers (JupyterHub polls every server at
+    start-up and drops those whose poll says they are gone).
+    """
+    arm.hub.stop()
+    started = time.monotonic()
+    arm.hub.start(timeout=timeout)
+    answers = time.monotonic() - started
+    ready = 0
+    while time.monotonic() - started < timeout:
+        try:
+            ready = count_ready(arm.servers())
+        except (OSError, ValueError):
+            ready = 0
+        if ready >= expected:
+            break
+        time.sleep(0.25)
+    known = time.monotonic() - started
+    return {
+        "expected": expected,
+        "ready_after": ready,
+        "hub_answers_s": round(answers, 2),
+        "all_known_s": round(known, 2) if ready >= expected else None,
+        "hub_rss_mb_after": rss_mb(arm.hub.process.pid) if arm.hub.process else None,
     }
 
 
@@ -557,8 +658,16 @@ def run_arm(arm: Arm, scene: Scene, args: argparse.Namespace) -> None:
     result = arm.result
     say(f"starting the {arm.key} hub at {arm.hub.url} (log {arm.hub.log_file})")
     arm.start()
+    profiler = None
+    if args.profile and arm.hub.process is not None:
+        profiler = HubProfiler(arm.hub.process.pid, arm.hub.state_dir / "spawn-profile.txt")
+        profiler.start()
     spawn_epoch, spawn_start = time.time(), time.monotonic()
-    tracker = arm.spawn_all(names, args.concurrency, args.spawn_timeout, args.phase_timeout)
+    try:
+        tracker = arm.spawn_all(names, args.concurrency, args.spawn_timeout, args.phase_timeout)
+    finally:
+        if profiler is not None:
+            result["spawn_profile"] = profiler.stop()
     spawn_seconds = time.monotonic() - spawn_start
     spawn_calls = scene.calls(arm.key, spawn_epoch, time.time())
     times = list(tracker.ready.values())
@@ -585,6 +694,11 @@ def run_arm(arm: Arm, scene: Scene, args: argparse.Namespace) -> None:
         running = None
     result["window"] = {"servers_ready_at_start": len(tracker.ready),
                         "servers_ready_at_end": running, **window}
+    result["pages"] = measure_pages(arm)
+    if args.restart:
+        say(f"{arm.key}: restarting the hub with {running} sessions running")
+        result["restart"] = measure_restart(arm, running or 0, args.restart_timeout)
+        say(f"{arm.key}: restart: {result['restart']}")
     say(f"{arm.key}: {window['squeue_calls_per_s']} squeue calls/s, hub CPU "
         f"{window['hub_cpu_percent']['own']} %, user model p95 "
         f"{window['latency']['user_model']['p95_ms']} ms")
@@ -732,6 +846,11 @@ def table_for(document: Mapping[str, Any]) -> str:
         ("GET users/alice p95 ms", ("window", "latency", "user_model", "p95_ms")),
         ("GET user p50 ms", ("window", "latency", "whoami", "p50_ms")),
         ("GET user p95 ms", ("window", "latency", "whoami", "p95_ms")),
+        ("hub RSS MB", ("window", "hub_rss_mb")),
+        ("home page p50 ms", ("pages", "home", "p50_ms")),
+        ("spawn page p50 ms", ("pages", "spawn_page", "p50_ms")),
+        ("restart: hub answers, s", ("restart", "hub_answers_s")),
+        ("restart: all sessions known, s", ("restart", "all_known_s")),
     ]
     rows = []
     for label, keys in rows_spec:
@@ -790,12 +909,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stock req_srun ('': server in the batch script, as ours)")
     parser.add_argument("--arms", default="ours,stock",
                         help="which arms to run, in order (ours,stock)")
+    parser.add_argument("--no-restart", dest="restart", action="store_false",
+                        help="skip restarting each hub after the window (timed until every "
+                        "session is known again)")
+    parser.add_argument("--restart-timeout", type=float, default=300,
+                        help="seconds a restarted hub may take to know every session (300)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample each hub's Python stacks with py-spy during the spawn "
+                        "phase; the busiest functions go into the JSON (spawn_profile)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document here")
     parser.add_argument("--table", action="store_true",
                         help="print the table on stdout instead of the JSON")
     parser.add_argument("--keep-state", action="store_true",
                         help="keep the hubs' folders and the job logs (kept anyway on failures)")
     args = parser.parse_args(argv)
+    if args.profile and not HubProfiler.available():
+        parser.error("--profile needs py-spy on PATH (pip install py-spy)")
     arms = [a for a in args.arms.split(",") if a]
     if args.servers < 1 or args.window <= 0 or args.concurrency < 1:
         parser.error("--servers and --concurrency must be at least 1, --window above 0")

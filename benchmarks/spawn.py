@@ -49,6 +49,17 @@ import yaml
 
 from benchmarks.hubprocess import VENV_PYTHON, BenchHub, HubError, HubPorts, proxy_config_lines
 from benchmarks.report import RunResult, emit, format_table, median, ratio, summarize
+from benchmarks.timeline import (
+    LAB_MARKS,
+    OURS_MARKS,
+    SEGMENT_MEANING,
+    STOCK_MARKS,
+    Mark,
+    breakdown,
+    find_marks,
+    largest,
+    median_breakdown,
+)
 from shopfloor.slurm.seam import Slurm, SlurmError
 
 if TYPE_CHECKING:
@@ -288,6 +299,7 @@ class SpawnArm:
     label: str
     hub: BenchHub
     user_options: dict[str, Any]
+    marks: tuple[Mark, ...] = ()  #: where its time goes (benchmarks.timeline)
     runs: list[RunResult] = field(default_factory=list)
     warmup: list[RunResult] = field(default_factory=list)
     client: HubClient | None = None
@@ -335,6 +347,8 @@ class SpawnArm:
                 listening = server_listening_at(result.detail.get("job_log"))
                 if listening is not None:
                     result.detail["server_listening_s"] = round(listening - posted_at, 3)
+                result.detail["breakdown"] = self._breakdown(
+                    posted_at, result, self._log_since(log_start))
         hub_says = HUB_START_RE.findall(self._log_since(log_start))
         if hub_says:
             result.detail["hub_says_s"] = float(hub_says[-1])
@@ -371,6 +385,17 @@ class SpawnArm:
         except (OSError, ValueError) as exc:  # requests' errors are OSErrors; bad JSON
             return RunResult(run, False, error=f"hub request failed: {exc}")
         return RunResult(run, False, error=f"not ready within {timeout:g} s")
+
+    def _breakdown(self, posted_at: float, result: RunResult, hub_log: str
+                   ) -> dict[str, float | None]:
+        """Seconds per segment of this spawn, from the hub's log and the job's log."""
+        job_log = result.detail.get("job_log")
+        try:
+            job_text = Path(job_log).read_text(errors="replace") if job_log else ""
+        except OSError:
+            job_text = ""
+        times = find_marks(self.marks, {"hub": hub_log, "job": job_text})
+        return breakdown(posted_at, times, posted_at + (result.seconds or 0))
 
     def _log_since(self, offset: int) -> str:
         return self.hub.log_text().encode()[offset:].decode(errors="replace")
@@ -426,7 +451,7 @@ class LabAloneArm:
         cmd = [str(VENV_BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
                f"--port={port}", "--ServerApp.port_retries=0"]
         log_path = self.log_dir / f"lab-alone-{run}.log"
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 cmd, cwd=account.pw_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -439,7 +464,10 @@ class LabAloneArm:
                     return RunResult(run, False, error=f"jupyter lab exited with "
                                      f"{self.process.returncode}; see {log_path}")
                 if _lab_answers(port, token):
-                    return RunResult(run, True, seconds=time.monotonic() - started)
+                    seconds = time.monotonic() - started
+                    times = find_marks(LAB_MARKS, {"job": log_path.read_text(errors="replace")})
+                    return RunResult(run, True, seconds=seconds, detail={
+                        "breakdown": breakdown(started_at, times, started_at + seconds)})
                 time.sleep(POLL_INTERVAL)
             return RunResult(run, False, error=f"not answering within {timeout:.0f} s")
         finally:
@@ -491,7 +519,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "batchspawner SlurmSpawner on the local Slurm cluster (run as root, from the "
         "repository root).",
     )
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per arm (5)")
+    parser.add_argument("--runs", type=int, default=10, help="measured runs per arm (10)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="unmeasured runs per arm first, so that neither side's first "
                         "measured run pays for a cold file cache (1)")
@@ -594,6 +622,10 @@ def build_document(
             listening = [r.detail["server_listening_s"] for r in arm.runs
                          if r.ok and "server_listening_s" in r.detail]
             extra["server_listening_median"] = _round3(median(listening))
+        segments = [r.detail["breakdown"] for r in arm.runs if r.ok and "breakdown" in r.detail]
+        if segments:
+            extra["breakdown_median"] = median_breakdown(segments)
+            extra["largest_segment"] = largest(extra["breakdown_median"])
         blocks[arm.key] = summarize(
             arm.label, arm.runs, **extra, warmup=[r.to_json() for r in arm.warmup]
         )
@@ -616,6 +648,8 @@ def build_document(
         "jupyter_lab_alone": blocks.get("jupyter_lab_alone"),
         "ratio": {
             "of": "medians",
+            "ours_over_lab_alone": _round3(ratio(
+                ours, (blocks.get("jupyter_lab_alone") or {}).get("median"))),
             "stock_over_ours": _round3(ratio(stock, ours)),
             "ours_over_stock": _round3(ratio(ours, stock)),
             "server_listening_stock_over_ours": _round3(ratio(
@@ -645,12 +679,44 @@ def table_for(document: dict[str, Any]) -> str:
         f"stock {_fmt(document['stock']['server_listening_median'])} s; the rest is the hub's "
         "randomised polling",
     ]
+    footer.append(f"ours / jupyter lab alone = {_fmt(r.get('ours_over_lab_alone'))}")
+    footer += breakdown_lines(arms)
+    load = document.get("load_average")
+    if load:
+        footer.append(f"load average (1 min) at start {load.get('start')}, end {load.get('end')}")
     if document.get("interrupted"):
         footer.append("INTERRUPTED: partial results")
     title = (f"spawn request -> server ready, seconds ({document['runs_per_arm']} runs per "
              f"arm after {document['warmup_per_arm']} warm-up; user {document['user']}, "
              f"host {document['host']})")
     return format_table(title, arms, footer)
+
+
+def breakdown_lines(arms: dict[str, Any]) -> list[str]:
+    """One line per segment: each arm's median seconds, the arm's largest segment starred."""
+    names: list[str] = []
+    for block in arms.values():
+        names += [n for n in block.get("breakdown_median") or {} if n not in names]
+    if not names:
+        return []
+    keys = list(arms)
+    lines = ["where the time goes, median seconds per segment (" + " | ".join(keys) + "):"]
+    for name in names:
+        cells = []
+        for key in keys:
+            value = (arms[key].get("breakdown_median") or {}).get(name)
+            star = "*" if arms[key].get("largest_segment") == name else ""
+            cells.append("-" if value is None else f"{value:.2f}{star}")
+        lines.append(f"  {SEGMENT_MEANING.get(name, name):58} " + " | ".join(cells))
+    return lines
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (other engineers' work on the shared machine)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _fmt(value: float | None) -> str:
@@ -669,8 +735,9 @@ def make_arms(args: argparse.Namespace, state_dir: Path) -> list[Arm]:
                      stock_config(stock_dir, stock_ports, args.user, args.stock_srun),
                      job_id_pattern=r"Job submitted\. output: (\d+)")
     arms: list[Arm] = [
-        SpawnArm("ours", "ours (ShopfloorSpawner)", ours, dict(OURS_OPTIONS)),
-        SpawnArm("stock", "stock (batchspawner.SlurmSpawner)", stock, dict(STOCK_OPTIONS)),
+        SpawnArm("ours", "ours (ShopfloorSpawner)", ours, dict(OURS_OPTIONS), OURS_MARKS),
+        SpawnArm("stock", "stock (batchspawner.SlurmSpawner)", stock, dict(STOCK_OPTIONS),
+                 STOCK_MARKS),
     ]
     if args.lab_alone:
         arms.append(LabAloneArm(args.user, state_dir))
@@ -689,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     # Traversable, not listable: our hub's apps service keeps its store beside the hub's
     # (private) state folder and refuses to start unless app owners can reach it.
     state_dir.chmod(0o711)
-    context: dict[str, Any] = {"active_jobs_on_cluster_at_start": active_job_count()}
+    context: dict[str, Any] = {"active_jobs_on_cluster_at_start": active_job_count(),
+                               "load_average": {"start": load_average()}}
     arms = make_arms(args, state_dir)
     interrupted = hub_failed = False
     try:
@@ -718,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
     context["state_dir"] = str(state_dir) if failed or args.keep_state else None
+    context["load_average"]["end"] = load_average()
     if interrupted:
         context["interrupted"] = True
     document = build_document(arms, args, started, context)

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import requests
 import yaml
 
 from benchmarks import spawn
+from benchmarks.anchors import load_average
 from benchmarks.hubprocess import BenchHub, HubPorts
 from benchmarks.report import RunResult, emit, format_table, percentile, ratio, summarize
 from benchmarks.scale import Scene, create_partition, delete_partition
@@ -63,7 +65,7 @@ def site_data(scene: Scene, state_dir: Path, ports: HubPorts, participants: int)
                        state_dir=str(state_dir))
     site["partitions"][PARTITION] = {
         "description": "benchmarks.workshop only: oversubscribed, tiny jobs.",
-        "max_cpus": 1, "max_memory_gb": 0.1, "max_walltime": "0:30:00", "default_cpus": 1,
+        "max_cpus": 1, "max_memory_gb": 1, "max_walltime": "0:30:00", "default_cpus": 1,
         "default_memory_gb": 0.02, "default_walltime": "0:30:00",
     }
     site["workshops"] = {**site.get("workshops", {}), "creators": ["trainer"],
@@ -73,13 +75,16 @@ def site_data(scene: Scene, state_dir: Path, ports: HubPorts, participants: int)
 
 
 def hub_config(scene: Scene, state_dir: Path, ports: HubPorts, participants: int,
-               token: str) -> str:
+               token: str, real_servers: bool = True) -> str:
+    """The bench hub's config: ours, the workshop service, real JupyterLab or stand-ins."""
     source = state_dir / "site-source.yaml"
     source.write_text(yaml.safe_dump(site_data(scene, state_dir, ports, participants),
                                      sort_keys=False))
+    # Real servers: the spawner's own command (jupyterhub-singleuser with JupyterLab).
+    command = [] if real_servers else [f"c.ShopfloorSpawner.cmd = [{str(scene.standin)!r}]"]
     return "\n".join([
         spawn.ours_config(state_dir, ports, site_source=source),
-        f"c.ShopfloorSpawner.cmd = [{str(scene.standin)!r}]",
+        *command,
         "for _service in c.JupyterHub.services:",
         "    if _service.get('name') == 'apps':",
         "        _service.pop('command', None)",
@@ -95,11 +100,15 @@ def hub_config(scene: Scene, state_dir: Path, ports: HubPorts, participants: int
 class Participant:
     """One simulated participant: join, log in, open the start link, wait for running."""
 
-    def __init__(self, url: str, code: str, name: str, t0: float) -> None:
+    def __init__(self, url: str, code: str, name: str, t0: float,
+                 check_lab: bool = False) -> None:
         self.url, self.code, self.name, self.t0 = url, code, name, t0
+        self.check_lab = check_lab
         self.http = requests.Session()
         self.times: dict[str, float] = {}
         self.username = ""
+        self.password = ""
+        self.spawn_url = ""
 
     def mark(self, what: str) -> None:
         self.times[what] = round(time.monotonic() - self.t0, 3)
@@ -111,6 +120,7 @@ class Participant:
             joined.raise_for_status()
             info = joined.json()
             self.username = info["username"]
+            self.password, self.spawn_url = info["password"], info["spawn_url"]
             self.mark("joined_s")
             self.http.get(f"{self.url}/hub/login", timeout=60)
             xsrf = self.http.cookies.get("_xsrf", "", path="/hub/")
@@ -130,13 +140,102 @@ class Participant:
                                       headers=headers, timeout=30).json()
                 if (model.get("servers") or {}).get("", {}).get("ready"):
                     self.mark("running_s")
-                    return RunResult(0, True, self.times["running_s"], detail={
+                    if self.check_lab:
+                        lab_answers(self.http, f"{self.url}/user/{self.username}/lab",
+                                    deadline)
+                        self.mark("lab_answers_s")
+                    return RunResult(0, True, self.times["lab_answers_s" if self.check_lab
+                                                          else "running_s"], detail={
                         "user": self.username, **self.times})
                 time.sleep(0.5)
             raise RuntimeError(f"not running after {timeout:.0f} s")
         except (requests.RequestException, RuntimeError, KeyError, ValueError) as exc:
             return RunResult(0, False, error=str(exc)[:200],
                              detail={"user": self.username, **self.times})
+
+
+def is_lab_page(status: int, text: str) -> bool:
+    """Whether an answer is JupyterLab's page (its config data names the lab app)."""
+    return status == 200 and "jupyter-config-data" in text and "JupyterLab" in text
+
+
+def lab_answers(http: requests.Session, url: str, deadline: float) -> None:
+    """Open the user's ``/lab`` (the hub's OAuth redirects included) until it is the page."""
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            page = http.get(url, timeout=30)
+            if is_lab_page(page.status_code, page.text):
+                return
+            last = f"{page.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(0.2)
+    raise RuntimeError(f"JupyterLab did not answer ({last})")
+
+
+def start_options(spawn_url: str) -> dict[str, str]:
+    """The ``user_options`` the start link carries (its ``opt-NAME=value`` parameters)."""
+    query = urllib.parse.urlsplit(spawn_url).query
+    return {key[4:]: value for key, value in urllib.parse.parse_qsl(query)
+            if key.startswith("opt-")}
+
+
+def admin_one_by_one(url: str, token: str, users: list[str], options: dict[str, str],
+                     passwords: dict[str, str], timeout: float) -> list[RunResult]:
+    """The anchor: an admin starts each server with the stock REST API, one after the other.
+
+    ``POST /hub/api/users/NAME/server`` with the start link's options, poll the user model
+    until ready, then the participant's lab must answer (logged in as that participant), and
+    only then the next one. Each run's time counts from the start of the whole sequence.
+    """
+    admin = {"Authorization": f"token {token}"}
+    t0 = time.monotonic()
+    results: list[RunResult] = []
+    for index, user in enumerate(users):
+        started = time.monotonic()
+        try:
+            reply = requests.post(f"{url}/hub/api/users/{user}/server", headers=admin,
+                                  json=options, timeout=60)
+            if reply.status_code not in (201, 202):
+                raise RuntimeError(f"spawn answered {reply.status_code}: {reply.text[:200]}")
+            deadline = started + timeout
+            while time.monotonic() < deadline:
+                model = requests.get(f"{url}/hub/api/users/{user}", headers=admin,
+                                     timeout=30).json()
+                if (model.get("servers") or {}).get("", {}).get("ready"):
+                    break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"not running after {timeout:.0f} s")
+            running = time.monotonic() - started
+            http = requests.Session()
+            http.get(f"{url}/hub/login", timeout=60)
+            http.post(f"{url}/hub/login?next=", allow_redirects=False, timeout=60, data={
+                "username": user, "password": passwords[user],
+                "_xsrf": http.cookies.get("_xsrf", "", path="/hub/")})
+            lab_answers(http, f"{url}/user/{user}/lab", deadline)
+            results.append(RunResult(index, True, time.monotonic() - t0, detail={
+                "user": user, "running_s": round(running, 3),
+                "lab_answers_s": round(time.monotonic() - started, 3)}))
+        except (requests.RequestException, RuntimeError, ValueError) as exc:
+            results.append(RunResult(index, False, error=str(exc)[:200], detail={"user": user}))
+    return results
+
+
+def stop_servers(url: str, token: str, users: list[str], timeout: float = 120) -> None:
+    """Stop these users' servers and wait until the hub says they are gone."""
+    admin = {"Authorization": f"token {token}"}
+    for user in users:
+        requests.delete(f"{url}/hub/api/users/{user}/server", headers=admin, timeout=60)
+    deadline = time.monotonic() + timeout
+    for user in users:
+        while time.monotonic() < deadline:
+            model = requests.get(f"{url}/hub/api/users/{user}", headers=admin,
+                                 timeout=30).json()
+            if not (model.get("servers") or {}).get(""):
+                break
+            time.sleep(0.5)
 
 
 class Probe(threading.Thread):
@@ -164,14 +263,31 @@ class Probe(threading.Thread):
                 self.errors += 1
 
 
-def crowd(url: str, code: str, count: int, offset: int, timeout: float) -> list[RunResult]:
+def crowd(url: str, code: str, count: int, offset: int, timeout: float,
+          check_lab: bool = False) -> tuple[list[RunResult], list[Participant]]:
     t0 = time.monotonic()
-    people = [Participant(url, code, f"Participant {offset + i}", t0) for i in range(count)]
+    people = [Participant(url, code, f"Participant {offset + i}", t0, check_lab)
+              for i in range(count)]
     with ThreadPoolExecutor(max_workers=count) as pool:
         results = list(pool.map(lambda p: p.run(timeout), people))
     for i, result in enumerate(results):
         result.run = offset + i
-    return results
+    return results, people
+
+
+def median_gap(runs: list[RunResult], start: str, end: str) -> float | None:
+    """Median of ``detail[end] - detail[start]`` over the successful runs that have both."""
+    gaps = [r.detail[end] - r.detail[start] for r in runs
+            if r.ok and start in r.detail and end in r.detail]
+    value = percentile(gaps, 50)
+    return None if value is None else round(value, 3)
+
+
+def _latency(probe: Probe) -> dict[str, float | int]:
+    """p50/p95 of a probe's samples in ms, with its sample and error counts."""
+    return {"p50": round(1000 * (percentile(probe.samples, 50) or 0), 1),
+            "p95": round(1000 * (percentile(probe.samples, 95) or 0), 1),
+            "samples": len(probe.samples), "errors": probe.errors}
 
 
 def remove_leftovers(name: str, timeout: float = 60) -> None:
@@ -197,11 +313,16 @@ def remove_leftovers(name: str, timeout: float = 60) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.workshop", description=__doc__)
     parser.add_argument("--participants", type=int, default=40)
-    parser.add_argument("--port", type=int, default=8360, help="base port (+1, +2 used)")
+    parser.add_argument("--port", type=int, default=9660, help="base port (+1, +2 used)")
     parser.add_argument("--nodes", default="gpu1,debug1",
                         help="nodes of the temporary oversubscribed partition")
     parser.add_argument("--cores", type=int, default=2, help="cores the workshop reserves")
-    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--servers", choices=("real", "standin"), default="real",
+                        help="real: JupyterLab (jupyterhub-singleuser), usable when /lab "
+                        "answers; standin: benchmarks/standin.py, usable when ready")
+    parser.add_argument("--no-anchor", action="store_true",
+                        help="skip the admin starting the same servers one by one")
     parser.add_argument("--json-out")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--keep-state", action="store_true")
@@ -215,11 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     ports = HubPorts(args.port)
     token = secrets.token_hex(24)
     hub = BenchHub("workshop", state_dir, ports,
-                   hub_config(scene, state_dir, ports, args.participants, token),
+                   hub_config(scene, state_dir, ports, args.participants, token,
+                              real_servers=args.servers == "real"),
                    job_id_pattern=r"submitted job (\d+)")
     name = f"bench{int(time.time()) % 10000}"
     admin = {"Authorization": f"token {token}"}
-    document: dict[str, Any] = {"benchmark": "workshop", "participants": args.participants}
+    real = args.servers == "real"
+    document: dict[str, Any] = {"benchmark": "workshop", "participants": args.participants,
+                                "load_start": load_average()}
     create_partition(PARTITION, args.nodes)
     try:
         hub.start()
@@ -249,26 +373,54 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"creating the workshop failed: {created.text[:500]}")
         code = created.json()["code"]
         say(f"workshop {name} created (code {code}); solo participant")
-        solo = crowd(hub.url, code, 1, 0, args.timeout)
+        solo, _ = crowd(hub.url, code, 1, 0, args.timeout, check_lab=real)
         say(f"{args.participants} participants at once")
         probe = Probe(hub.url, token)
         probe.start()
         started = time.monotonic()
-        runs = crowd(hub.url, code, args.participants, 1, args.timeout)
+        runs, people = crowd(hub.url, code, args.participants, 1, args.timeout,
+                             check_lab=real)
         all_running = time.monotonic() - started
         probe.stop_event.set()
         probe.join()
         ok = all(r.ok for r in runs)
+        anchor: list[RunResult] = []
+        if not args.no_anchor:
+            users = [p.username for p in people if p.username]
+            say(f"stopping the crowd's servers; the admin starts {len(users)} one by one")
+            stop_servers(hub.url, token, users)
+            anchor_probe = Probe(hub.url, token)
+            anchor_probe.start()
+            anchor = admin_one_by_one(hub.url, token, users,
+                                      start_options(people[0].spawn_url),
+                                      {p.username: p.password for p in people},
+                                      args.timeout)
+            anchor_probe.stop_event.set()
+            anchor_probe.join()
+            ok = ok and all(r.ok for r in anchor)
         say("ending the workshop (export, stop, release, delete accounts)")
         end_started = time.monotonic()
         ended = requests.post(f"{hub.url}{PREFIX}/api/workshops/{name}/end", headers=trainer,
                               json={"accounts": "delete"}, timeout=600)
         end_s = time.monotonic() - end_started
         p95 = percentile(probe.samples, 95)
-        blocks = {"solo": summarize("solo (anchor)", solo),
+        blocks = {"solo": summarize("solo", solo),
                   "crowd": summarize(f"{args.participants} at once", runs)}
+        if anchor:
+            blocks["admin_one_by_one"] = summarize("admin REST one by one (anchor)", anchor)
+        all_anchor = max((r.seconds or 0 for r in anchor), default=None) if anchor and all(
+            r.ok for r in anchor) else None
         document.update({
-            "sessions": "stand-in single-user servers (benchmarks/standin.py), not JupyterLab",
+            "sessions": ("real JupyterLab (jupyterhub-singleuser); usable = GET /user/NAME/lab "
+                         "answers the JupyterLab page") if real else
+                        "stand-in single-user servers (benchmarks/standin.py), not JupyterLab",
+            "anchor_all_usable_s": round(all_anchor, 3) if all_anchor else None,
+            # The spawn part alone (start link → usable), comparable with one admin start.
+            "crowd_request_to_usable_median_s": median_gap(runs, "requested_s",
+                                                           "lab_answers_s" if real
+                                                           else "running_s"),
+            "anchor_hub_api_ms": _latency(anchor_probe) if anchor else None,
+            "load_end": load_average(),
             "partition": f"{PARTITION} (OverSubscribe=FORCE:100 over {args.nodes}), "
                          f"reservation of {args.cores} cores",
             "arms": blocks,
@@ -276,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             "target_s": TARGET_SECONDS,
             "target_met": ok and all_running < TARGET_SECONDS,
             "ratio": {"crowd_p90_over_solo": ratio(blocks["crowd"]["p90"],
-                                                   blocks["solo"]["median"])},
+                                                   blocks["solo"]["median"]),
+                      "crowd_all_over_anchor_all": ratio(all_running if ok else None,
+                                                         all_anchor)},
             "hub_api_ms": {"p50": round(1000 * (percentile(probe.samples, 50) or 0), 1),
                            "p95": round(1000 * (p95 or 0), 1),
                            "samples": len(probe.samples), "errors": probe.errors},
@@ -288,7 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             f"(target < {TARGET_SECONDS:g} s: {'met' if document['target_met'] else 'MISSED'})",
             f"hub API p95 during the crowd: {document['hub_api_ms']['p95']} ms",
             f"end of workshop (export + cleanup): {end_s:.1f} s",
-            "sessions are stand-in servers, not JupyterLab",
+            f"admin one by one (anchor): all usable after "
+            f"{document['anchor_all_usable_s']} s; crowd/anchor "
+            f"{document['ratio']['crowd_all_over_anchor_all']}",
+            "sessions: " + document["sessions"],
+            f"load average: start {document['load_start']['load1']}, end "
+            f"{document['load_end']['load1']} ({document['load_start']['cpus']} cores)",
         ]
         emit(document, format_table("workshop join -> running (s)", blocks, footer),
              json_out=args.json_out, table_on_stdout=args.table)

@@ -25,6 +25,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
 from shopfloor.apps.model import App, AppStore
+from shopfloor.extensions import metrics
 from shopfloor.resources import RequestError, RequestPolicy, UserContext
 from shopfloor.site import SiteConfig
 from shopfloor.slurm.clusterinfo import ClusterInfo
@@ -223,6 +224,7 @@ class AppRunner:
                 if await self._answers(run):
                     run.state, run.message = "ready", "Ready"
                     run.ready_after = time.monotonic() - run.submitted
+                    metrics.observe_app_cold_start(run.ready_after)
                     run.touch()
                     log.info("apps: %s ready on %s:%s after %.1f s", run.key, run.address,
                              run.port, run.ready_after)
@@ -274,7 +276,8 @@ class AppRunner:
         if not run.job_id:
             return
         try:
-            await self.slurm.scancel(run.job_id)
+            # As the owner: an unprivileged service cancels through the hub's sudoers rule.
+            await self.slurm.scancel(run.job_id, user=run.key.split("/", 1)[0])
             log.info("apps: cancelled job %s of %s", run.job_id, run.key)
         except SlurmError as exc:
             log.warning("apps: scancel %s failed: %s", run.job_id, exc)
@@ -340,7 +343,7 @@ class AppRunner:
             if job.name.startswith(prefix) and not job.is_finished:
                 log.info("apps: cancelling leftover app job %s (%s)", job.job_id, job.name)
                 try:
-                    await self.slurm.scancel(job.job_id)
+                    await self.slurm.scancel(job.job_id, user=job.user)
                 except SlurmError as exc:
                     log.warning("apps: scancel %s failed: %s", job.job_id, exc)
 

@@ -68,6 +68,7 @@ from shopfloor.apps.model import (
     read_as_user,
     validate_publish,
 )
+from shopfloor.extensions import metrics
 from shopfloor.extensions.apps_runner import AppRunner, KernelClaim, compute_options
 from shopfloor.resources import RequestError, UserContext
 from shopfloor.site import SiteConfig, SiteConfigError, load_site
@@ -513,6 +514,7 @@ class AppProxyHandler(_Base):
             if run is None or run.state != "starting":
                 run, started = self.runner.ensure_started(app, await self.owner_context(app))
                 if started:
+                    metrics.observe_app_open(cold=True)
                     self.store.record_visit(app, viewer.name if viewer else None, started=True)
             self.set_status(202 if run.state != "failed" else 503)
             self.finish(self.page("apps_progress.html", app=app.summary(), state=run.state,
@@ -557,6 +559,7 @@ class AppProxyHandler(_Base):
         if kernel is not None and run is self.runner.run_for(app):
             run.kernels[kernel] = KernelClaim(who)
         if response.code == 200:
+            metrics.observe_app_open(cold=False)
             self.store.record_visit(app, viewer.name if viewer else None)
 
     async def owner_context(self, app: App) -> UserContext:
@@ -701,6 +704,8 @@ def make_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
         (rf"{PREFIX}/api/apps/{_APP}/status", StatusHandler),
         (rf"{PREFIX}/api/thumbnails/{_APP}", ThumbnailHandler),
         (rf"{PREFIX}/api/callback/{_APP}", CallbackHandler),
+        # Cold starts and warm hits for Prometheus (bearer $SHOPFLOOR_METRICS_TOKEN only).
+        metrics.service_metrics_route(PREFIX),
         (rf"{PREFIX}/{_APP}/(?P<path>.*)", ToAppOrigin),
     ]
     origin = origin or app_origin(site.hub.bind_url, site.apps)
@@ -814,7 +819,8 @@ def apps_service_config(site: SiteConfig, site_file: str) -> dict[str, Any]:
         "name": SERVICE_NAME,
         "url": f"http://{hub.hostname or '127.0.0.1'}:{port}",
         "command": [sys.executable, "-m", "shopfloor.extensions.apps_service"],
-        "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", "")},
+        "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", ""),
+                        **metrics.service_environment()},
         "oauth_no_confirm": True,
         "display": True,
     }

@@ -164,6 +164,21 @@ def register_api_handler(path: str, handler: type, *, replace: bool = False) -> 
     return True
 
 
+def register_page_handler(path: str, handler: type) -> bool:
+    """Serve the page ``handler`` (a ``jupyterhub.handlers.BaseHandler``) at ``/hub<path>``.
+
+    Like :func:`register_api_handler`, for the page routes JupyterHub builds from
+    ``jupyterhub.handlers.default_handlers`` when it starts. Returns False when the path
+    already has a handler (the first one stays).
+    """
+    from jupyterhub import handlers
+
+    if any(spec[0] == path for spec in handlers.default_handlers):
+        return False
+    handlers.default_handlers.append((path, handler))
+    return True
+
+
 #: Where batchspawner registers its port callback (and where jobs post their port).
 BATCHSPAWNER_CALLBACK_PATH = r"/api/batchspawner"
 
@@ -217,6 +232,128 @@ def delete_role(db: Session, name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+# -- sharing one server with a group's members (JupyterHub 5+ shares, from ``self.db``) -----
+
+
+def share_with_members(db: Session, owner: str, server: str, group: str,
+                       expires_at: Any) -> list[str]:
+    """Give each member of hub group ``group`` (but ``owner``) access to ``owner``'s server
+    ``server`` until ``expires_at`` (a naive UTC datetime, as JupyterHub stores it), with
+    JupyterHub's own ``Share`` and its default scope ``access:servers!server=<owner>/<server>``
+    only. Returns the members given access (empty if the group or server does not exist).
+
+    One share per member, not one for the group: JupyterHub 6.1 honours a group's share for
+    the hub's own pages but not for OAuth tokens (``scopes.get_scopes_for`` adds only the
+    token owner's ``shared_with_me``, not their groups'), so members of a shared group are
+    refused by the server itself ("discarding scopes ... not present in roles of owner").
+    """
+    from jupyterhub import orm
+
+    orm_group = orm.Group.find(db, group)
+    orm_spawner = _orm_spawner(db, owner, server)
+    if orm_group is None or orm_spawner is None:
+        return []
+    granted = []
+    for member in orm_group.users:
+        if member.name == owner:
+            continue
+        share = orm.Share.grant(db, orm_spawner, member)
+        share.expires_at = expires_at
+        granted.append(member.name)
+    db.commit()
+    return sorted(granted)
+
+
+def unshare_with_users(db: Session, owner: str, server: str, users: Iterable[str]) -> list[str]:
+    """End ``users``' shares of ``owner``'s server ``server`` and the OAuth tokens they got
+    for it (so a browser that already entered must ask the hub again); returns the users
+    whose tokens were ended."""
+    from jupyterhub import orm
+
+    orm_spawner = _orm_spawner(db, owner, server)
+    if orm_spawner is None:
+        return []
+    ended = []
+    for name in users:
+        member = orm.User.find(db, name)
+        if member is None or name == owner:
+            continue
+        orm.Share.revoke(db, orm_spawner, member)
+        if not orm_spawner.oauth_client_id:
+            continue
+        tokens = db.query(orm.APIToken).filter_by(
+            user_id=member.id, client_id=orm_spawner.oauth_client_id).all()
+        for token in tokens:
+            db.delete(token)
+        if tokens:
+            ended.append(name)
+    db.commit()
+    return ended
+
+
+def shared_with(db: Session, owner: str, server: str) -> list[str]:
+    """Names of the users and groups (``group:<name>``) ``owner``'s server is shared with."""
+    orm_spawner = _orm_spawner(db, owner, server)
+    if orm_spawner is None:
+        return []
+    return sorted(s.user.name if s.user is not None else f"group:{s.group.name}"
+                  for s in orm_spawner.shares)
+
+
+def group_members(db: Session, group: str) -> list[str]:
+    """Names of the members of hub group ``group`` (empty if there is no such group)."""
+    from jupyterhub import orm
+
+    orm_group = orm.Group.find(db, group)
+    return sorted(u.name for u in orm_group.users) if orm_group is not None else []
+
+
+def sync_owned_groups(db: Session, username: str, names: Iterable[str],
+                      owner: str) -> tuple[list[str], list[str], list[str]]:
+    """Make ``username``'s membership in the groups ``owner`` owns exactly ``names``.
+
+    A group belongs to ``owner`` when its ``properties["shopfloor_owner"]`` says so; missing
+    groups are created that way. Groups anyone else made (workshops, support, ``load_groups``)
+    are never joined or left here: those names are returned as skipped. Returns (added,
+    removed, skipped), sorted.
+    """
+    from jupyterhub import orm
+
+    orm_user = orm.User.find(db, username)
+    if orm_user is None:
+        raise KeyError(username)
+    want = set(names)
+    added, removed, skipped = [], [], []
+    for group in list(orm_user.groups):
+        if (group.properties or {}).get("shopfloor_owner") == owner and group.name not in want:
+            orm_user.groups.remove(group)
+            removed.append(group.name)
+    have = {g.name for g in orm_user.groups}
+    for name in sorted(want - have):
+        group = orm.Group.find(db, name)
+        if group is None:
+            group = orm.Group(name=name, properties={"shopfloor_owner": owner})
+            db.add(group)
+        elif (group.properties or {}).get("shopfloor_owner") != owner:
+            skipped.append(name)
+            continue
+        orm_user.groups.append(group)
+        added.append(name)
+    skipped += sorted(n for n in want & have if (orm.Group.find(db, n).properties or {})
+                      .get("shopfloor_owner") != owner)
+    db.commit()
+    return added, sorted(removed), sorted(skipped)
+
+
+def _orm_spawner(db: Session, owner: str, server: str) -> Any:
+    from jupyterhub import orm
+
+    orm_user = orm.User.find(db, owner)
+    if orm_user is None:
+        return None
+    return orm_user.orm_spawners.get(server)
 
 
 # -- the hub database before the hub opens it (reattach after a restart) ----------------------
@@ -339,12 +476,14 @@ __all__ = [
     "delete_role",
     "forget_server_record",
     "grant_role_to_user",
+    "group_members",
     "hub_start_future",
     "ignored_settings",
     "is_service",
     "open_hub_database",
     "refuse_batchspawner_settings",
     "register_api_handler",
+    "register_page_handler",
     "replace_batchspawner_callback",
     "running_hub",
     "save_spawner_state",
@@ -352,6 +491,9 @@ __all__ = [
     "set_proxy_pending",
     "set_spawn_future",
     "set_spawn_pending",
+    "share_with_members",
+    "shared_with",
     "spawner_log_name",
     "spawner_rows",
+    "unshare_with_users",
 ]

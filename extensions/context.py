@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from shopfloor.accounts.info import AccountsInfo
 from shopfloor.resources import RequestPolicy
 from shopfloor.site import SiteConfig
 from shopfloor.slurm.clusterinfo import ClusterInfo
 from shopfloor.slurm.jobwatch import JobWatcher
+from shopfloor.slurm.queueview import QueueView
 from shopfloor.slurm.seam import Slurm
 
 
@@ -21,6 +23,8 @@ class ShopfloorContext:
     policy: RequestPolicy
     cluster_info: ClusterInfo
     job_watcher: JobWatcher
+    #: Every job and node for sessions' panels (``/hub/api/shopfloor/jobs``), shared.
+    queue_view: QueueView
     _addresses: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def __deepcopy__(self, memo: dict[int, object]) -> ShopfloorContext:
@@ -39,8 +43,12 @@ class ShopfloorContext:
             site=site,
             slurm=slurm,
             policy=RequestPolicy(site),
-            cluster_info=ClusterInfo(slurm, site.slurm.info_cache_seconds),
+            cluster_info=ClusterInfo(
+                slurm, site.slurm.info_cache_seconds,
+                accounts=AccountsInfo(slurm, site.accounting.cache_seconds)
+                if site.accounting.enabled else None),
             job_watcher=JobWatcher(slurm),
+            queue_view=QueueView(slurm, max_age=site.slurm.poll_interval),
         )
 
     async def node_address(self, node: str) -> str:

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from shopfloor.apps.client import SERVICE_NAME as APPS_SERVICE
+from shopfloor.extensions import metrics
 from shopfloor.extensions.compat import check_when_hub_config_loaded, refuse_batchspawner_settings
 from shopfloor.extensions.context import ShopfloorContext
+from shopfloor.ops import database
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.userfiles import private_dir, private_file
 from shopfloor.workshops.client import SERVICE_NAME as WORKSHOP_SERVICE
@@ -61,7 +63,9 @@ def secure_hub_state(state: Path) -> None:
     for name in PRIVATE_STATE_FILES:
         private_file(state / name)
     for name in SECRET_STATE_FILES:
-        if (state / name).is_file():
+        # A secret another user keeps here (the demo's passwords stay root's when the hub runs
+        # as hub.service_user) is theirs to keep private, and unreadable to us anyway.
+        if (state / name).is_file() and (state / name).stat().st_uid == os.geteuid():
             private_file(state / name)
 
 
@@ -69,9 +73,9 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     """Configure JupyterHub for Shopfloor from a site file (or an already-loaded site).
 
     Sets the spawner (:class:`~shopfloor.extensions.spawner.ShopfloorSpawner`), the safe port
-    callback, authentication (PAM: users log in with their Unix password), named servers and
-    the hub's state folder. Returns the shared context so a config file may adjust it.
-    Raises :class:`~shopfloor.site.SiteConfigError` for a bad site file.
+    callback, authentication (:mod:`~shopfloor.extensions.auth`: PAM or OpenID Connect),
+    named servers and the hub's state folder. Returns the shared context so a config file may
+    adjust it. Raises :class:`~shopfloor.site.SiteConfigError` for a bad site file.
     """
     site_source = None if isinstance(site, SiteConfig) else str(site)
     if not isinstance(site, SiteConfig):
@@ -82,18 +86,29 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     from shopfloor.extensions.spawner import ShopfloorSpawner
 
     ctx = _CONTEXT = ShopfloorContext.from_site(site)
+    # Slurm command latency, batched polls, pending reasons, Ray clusters on /hub/metrics.
+    metrics.watch_context(ctx)
     replace_batchspawner_handler()
     register_api_handlers()
     from shopfloor.extensions.ray_api import register_ray_handlers
 
     register_ray_handlers()
+    from shopfloor.extensions.accounts_api import register_accounts_handlers
+
+    register_accounts_handlers()
+    from shopfloor.extensions.jobs_api import register_jobs_handlers
+
+    register_jobs_handlers()
     state = Path(site.hub.state_dir)
     secure_hub_state(state)
 
     c.JupyterHub.bind_url = site.hub.bind_url
     c.JupyterHub.hub_bind_url = site.hub.hub_bind_url
     c.ConfigurableHTTPProxy.api_url = site.hub.proxy_api_url
-    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    # SQLite in the state folder, or the site's PostgreSQL. The password (hub.db_password_file)
+    # joins the URL only here, in memory: JupyterHub's schema check (alembic) reads nothing
+    # else, and JupyterHub redacts it from every log line.
+    c.JupyterHub.db_url = database.connect_url(site)
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     # Sessions are Slurm jobs: they outlive hub restarts and are reattached, not killed.
     c.JupyterHub.cleanup_servers = False
@@ -103,12 +118,10 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     c.JupyterHub.template_vars = {"announcement_login": site.hub.login_message or (
         f"{site.name}: log in with your cluster account.")}
 
-    c.JupyterHub.authenticator_class = "pam"
-    c.PAMAuthenticator.open_sessions = False
-    c.Authenticator.admin_users = set(site.auth.admin_users)
-    c.Authenticator.allowed_users = set(site.auth.allowed_users)
-    if site.auth.allowed_groups:
-        c.PAMAuthenticator.allowed_groups = set(site.auth.allowed_groups)
+    from shopfloor.extensions.auth import install_auth
+
+    # Login: PAM, or the site's OpenID Connect provider (auth.method).
+    install_auth(c, site)
 
     c.JupyterHub.tornado_settings = {"shopfloor": ctx}
     c.ShopfloorSpawner.context = ctx
@@ -143,6 +156,14 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
 
     # Workshops: the workshop service, trainer roles, participants' defaults and material.
     install_workshops(c, site, site_source)
+    from shopfloor.extensions.home import install_home
+
+    # The front door: home page (replaces /hub/home), catalog, help requests with expiry.
+    install_home(c, site)
+    from shopfloor.extensions.idle_culler import install_idle_culler
+
+    # Idle sessions end (jupyterhub-idle-culler, idle minutes per partition).
+    install_idle_culler(c, site)
     # Every user may find the services (install_apps made sure the "user" role is listed).
     user_role = next(r for r in c.JupyterHub.load_roles if r.get("name") == "user")
     user_role["scopes"] = [*user_role.get("scopes", ["self"]), *SERVICE_DISCOVERY_SCOPES]

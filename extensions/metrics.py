@@ -5,12 +5,13 @@ registry, the one JupyterHub's ``/hub/metrics`` serves. The hub side records the
 small helpers here, which keep every label in a bounded set (an unknown outcome becomes
 ``other``), so a bug cannot grow the series without limit.
 
-Where each is called (see ``/work/notes/ops-integration.md`` until the calls are wired):
+Where each is called:
 
-* the spawner: :func:`observe_spawn` when a spawn ends, ready or not;
-* the job watcher: :func:`observe_watch` per batched ``squeue`` (poll size, and the pending
-  sessions by reason); the cluster view: :func:`count_ray_clusters` from its ``squeue``;
-* the Slurm seam: :func:`observe_slurm_command` per command (as the seam's observer);
+* the spawner: :func:`observe_spawn` when a spawn ends, ready or not (refused included);
+* :func:`watch_context` (from ``install``) makes :func:`observe_slurm_command` the Slurm
+  seam's observer (every command), :func:`observe_watch` the job watcher's (each batched
+  ``squeue``: poll size and pending sessions by reason), and counts Ray clusters once a minute
+  (:func:`count_ray_clusters`);
 * the apps service: :func:`observe_app_open`; the workshop service: :func:`observe_workshop_join`.
 
 The apps and workshop services are processes of their own: their metrics are served by
@@ -19,16 +20,24 @@ The apps and workshop services are processes of their own: their metrics are ser
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from tornado import web
+from tornado import ioloop, web
 
 from shopfloor.ops import metrics
 from shopfloor.slurm.seam import JobInfo, SlurmError
+
+if TYPE_CHECKING:
+    from shopfloor.extensions.context import ShopfloorContext
+
+log = logging.getLogger(__name__)
 
 #: Slurm tools the hub runs; any other command name is recorded as ``other``.
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacctmgr", "srun")
@@ -114,9 +123,22 @@ def observe_app_open(*, cold: bool, seconds: float | None = None) -> None:
         metrics.APP_COLD_START_DURATION.observe(max(0.0, seconds))
 
 
+def observe_app_cold_start(seconds: float) -> None:
+    """An app's job, started for a visitor, served its first page after ``seconds``."""
+    metrics.APP_COLD_START_DURATION.observe(max(0.0, seconds))
+
+
 def observe_workshop_join(outcome: str) -> None:
     """A workshop join attempt ended: ``outcome`` is one of ``JOIN_OUTCOMES``."""
     metrics.WORKSHOP_JOINS.labels(outcome=_bounded(outcome, metrics.JOIN_OUTCOMES)).inc()
+
+
+def service_environment() -> dict[str, str]:
+    """What a managed service's ``environment`` needs for its metrics: the hub's
+    ``$SHOPFLOOR_METRICS_TOKEN``, when set (by value in the service's environment only, never
+    on a command line or in a log)."""
+    token = os.environ.get(METRICS_TOKEN_ENV, "")
+    return {METRICS_TOKEN_ENV: token} if token else {}
 
 
 class ServiceMetricsHandler(web.RequestHandler):
@@ -135,6 +157,31 @@ class ServiceMetricsHandler(web.RequestHandler):
         self.write(generate_latest(REGISTRY))
 
 
+#: Seconds between the hub's counts of Ray clusters (one ``squeue`` of every job each time).
+RAY_COUNT_SECONDS = 60.0
+
+
+def watch_context(ctx: ShopfloorContext) -> None:
+    """Record the hub's Slurm traffic: every command through the seam (latency, failures) and
+    every batched poll of the job watcher (size, pending sessions by reason); and count the
+    Ray clusters every :data:`RAY_COUNT_SECONDS` once the hub's event loop runs."""
+    ctx.slurm.observer = observe_slurm_command
+    ctx.job_watcher.observer = observe_watch
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not inside a starting hub (e.g. --generate-config, unit tests)
+        return
+
+    async def count() -> None:
+        try:
+            count_ray_clusters((await ctx.slurm.squeue()).values())
+        except SlurmError as exc:  # already counted as a failure by the observer
+            log.warning("cannot count Ray clusters: %s", exc)
+
+    ioloop.PeriodicCallback(count, RAY_COUNT_SECONDS * 1000).start()
+    ioloop.IOLoop.current().add_callback(count)
+
+
 def service_metrics_route(service_prefix: str) -> tuple[str, type[ServiceMetricsHandler]]:
     """The tornado route of a service's metrics, e.g. ``/services/apps/metrics``."""
     return (service_prefix.rstrip("/") + "/metrics", ServiceMetricsHandler)
@@ -145,6 +192,7 @@ __all__ = [
     "ServiceMetricsHandler",
     "count_ray_clusters",
     "failure_kind",
+    "observe_app_cold_start",
     "observe_app_open",
     "observe_poll",
     "observe_slurm_command",
@@ -152,6 +200,8 @@ __all__ = [
     "observe_watch",
     "observe_workshop_join",
     "record_pending",
+    "service_environment",
     "service_metrics_route",
     "set_ray_clusters",
+    "watch_context",
 ]

@@ -59,7 +59,8 @@ class _ShopfloorHandler(APIHandler):
 
     async def live(self) -> Any:
         try:
-            return await self.ctx.cluster_info.snapshot()
+            user = self.current_user
+            return await self.ctx.cluster_info.snapshot(user=getattr(user, "name", None))
         except SlurmError as exc:
             raise web.HTTPError(503, f"Slurm is not answering: {exc.slurm_message}") from None
 
@@ -86,10 +87,16 @@ class PartitionsHandler(_ShopfloorHandler):
                 "max_walltime_text": format_minutes(limits.max_walltime_minutes),
                 "defaults": policy.defaults(user, name, live),
             })
+        mine = policy.associations(user, live)
         self.finish(json.dumps({
             "user": user.name,
             "default_partition": policy.default_partition(user),
             "partitions": partitions,
+            # What the account field may hold (accounting: the user's Slurm associations).
+            "accounts": policy.accounts_for(user, live),
+            "default_account": mine.default if mine else None,
+            "qos": {name: policy.qos_for(user, name, mine.default if mine else None, live)
+                    for name in policy.partitions_for(user)},
         }, default=str))
 
 

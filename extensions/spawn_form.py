@@ -25,7 +25,7 @@ async def partition_rows(spawner: ShopfloorSpawner) -> tuple[list[dict[str, Any]
     user = spawner.user_context()
     error = None
     try:
-        live = await ctx.cluster_info.snapshot()
+        live = await ctx.cluster_info.snapshot(user=user.name)
     except SlurmError as exc:
         live, error = None, f"Live availability is unavailable: {exc.slurm_message}"
     rows = []
@@ -56,13 +56,31 @@ def _previous_choice(spawner: ShopfloorSpawner) -> dict[str, Any]:
     return {}
 
 
+async def account_choices(spawner: ShopfloorSpawner) -> dict[str, Any]:
+    """Accounts the user may charge, the preselected one, and their budgets (accounting)."""
+    ctx = spawner.ctx
+    user = spawner.user_context()
+    try:
+        live = await ctx.cluster_info.snapshot(user=user.name)
+    except SlurmError:
+        live = None
+    mine = ctx.policy.associations(user, live)
+    if mine is None or live is None or live.accounts is None:
+        return {"accounts": ctx.policy.accounts_for(user), "default_account": None,
+                "budgets": [], "warnings": []}
+    from shopfloor.extensions.accounts_api import budgets_for
+
+    return budgets_for(ctx, user.name, live.accounts)
+
+
 async def render_options_form(spawner: ShopfloorSpawner) -> str:
     rows, error = await partition_rows(spawner)
+    accounts = await account_choices(spawner)
     previous = _previous_choice(spawner)
     names = [r["name"] for r in rows]
     selected = previous.get("partition")
     if selected not in names:
         selected = spawner.ctx.policy.default_partition(spawner.user_context())
     return _env.get_template("spawn_form.html").render(
-        rows=rows, selected=selected, previous=previous, error=error,
+        rows=rows, selected=selected, previous=previous, error=error, accounts=accounts,
     )

@@ -34,6 +34,7 @@ from jupyterhub.spawner import SpawnException
 from traitlets import Any as AnyTrait
 from traitlets import Float, Unicode, default
 
+from shopfloor.extensions import metrics
 from shopfloor.extensions.compat import (
     refuse_batchspawner_settings,
     save_spawner_state,
@@ -41,7 +42,7 @@ from shopfloor.extensions.compat import (
 )
 from shopfloor.extensions.context import ShopfloorContext
 from shopfloor.resources import RequestError, ResourceRequest, UserContext
-from shopfloor.slurm.jobscript import JobSpec, build_script
+from shopfloor.slurm.jobscript import JobSpec, build_script, session_job_name
 from shopfloor.slurm.jobwatch import JobState, JobStatus
 from shopfloor.slurm.pending import describe_pending
 from shopfloor.slurm.seam import SlurmError
@@ -152,9 +153,24 @@ class ShopfloorSpawner(SlurmSpawner):
         return self.options_from_form(query_data)
 
     async def validate_options(self, options: dict[str, Any]) -> ResourceRequest:
-        """Turn raw ``user_options`` into a request, or raise a 400 naming the bad fields."""
+        """Turn raw ``user_options`` into a request, or raise a 400 naming the bad fields.
+
+        A refusal is counted in ``shopfloor_spawn_duration_seconds`` here: JupyterHub never
+        calls ``start()`` for a request its ``apply_user_options`` hook refused.
+        """
+        started = time.monotonic()
         try:
-            live = await self.ctx.cluster_info.snapshot()
+            return await self._validate_options(options)
+        except UserSpawnError as exc:
+            # The label is a partition of the site file or "invalid", never what was typed.
+            asked = str(options.get("partition", "")) if isinstance(options, dict) else ""
+            partition = asked if asked in self.ctx.site.partitions else "invalid"
+            metrics.observe_spawn(partition, spawn_outcome(exc), time.monotonic() - started)
+            raise
+
+    async def _validate_options(self, options: dict[str, Any]) -> ResourceRequest:
+        try:
+            live = await self.ctx.cluster_info.snapshot(user=self.user.name)
         except SlurmError as exc:
             raise UserSpawnError(
                 SCHEDULER_UNREACHABLE, reason="slurm_unreachable",
@@ -251,9 +267,8 @@ class ShopfloorSpawner(SlurmSpawner):
 
     def build_job_script(self, request: ResourceRequest) -> tuple[str, dict[str, str]]:
         plain, secret = self.job_env()
-        server = self.name or "default"
         spec = JobSpec(
-            name=f"shopfloor-{self.user.name}-{server}"[:120],
+            name=session_job_name(self.user.name, self.name),
             request=request,
             command=self.job_command(),
             output=f"{self.job_log_path()}/%j.log",
@@ -276,9 +291,7 @@ class ShopfloorSpawner(SlurmSpawner):
         if not self.job_id:
             return ""
         return await tail_as_user(
-            self.user.name, f"{self.job_log_path()}/{self.job_id}.log", lines=lines,
-            python=self.python,
-        )
+            self.user.name, f"{self.job_log_path()}/{self.job_id}.log", lines=lines)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -302,6 +315,28 @@ class ShopfloorSpawner(SlurmSpawner):
         return True
 
     async def start(self) -> tuple[str, int]:
+        """Start the session's job and wait for its server; the duration and outcome go to
+        ``shopfloor_spawn_duration_seconds`` (queue time included)."""
+        started, outcome = time.monotonic(), "failed"
+        try:
+            result = await self._start_session()
+            outcome = "ready"
+            return result
+        except UserSpawnError as exc:
+            outcome = spawn_outcome(exc)
+            raise
+        except asyncio.CancelledError:
+            # JupyterHub cancels start() when start_timeout passes, or when the user cancels.
+            took = time.monotonic() - started
+            outcome = "timeout" if took >= self.start_timeout - 1 else "cancelled"
+            raise
+        finally:
+            # Without a request, validation failed inside start and validate_options counted it.
+            if self.request is not None:
+                metrics.observe_spawn(self.request.partition, outcome,
+                                      time.monotonic() - started)
+
+    async def _start_session(self) -> tuple[str, int]:
         if self.request is None:
             self.request = await self.validate_options(self.user_options or {})
         self.port = 0
@@ -463,7 +498,8 @@ class ShopfloorSpawner(SlurmSpawner):
             return
         job_id = self.job_id
         try:
-            await self.ctx.slurm.scancel(job_id)
+            # As the user: an unprivileged hub cancels through its sudoers rule.
+            await self.ctx.slurm.scancel(job_id, user=self.user.name)
         except SlurmError as exc:
             self.log.warning("%s: scancel %s failed: %s", self.log_name, job_id, exc)
         deadline = time.monotonic() + (0 if now else 10)
@@ -488,6 +524,16 @@ class ShopfloorSpawner(SlurmSpawner):
 def secrets_equal(a: str, b: str) -> bool:
     """Constant-time comparison of two secrets."""
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+#: Reasons of a :class:`UserSpawnError` that mean the request was refused (by the policy or by
+#: Slurm), not that something broke: the ``refused`` outcome of the spawn metric.
+REFUSED_REASONS = ("invalid_options", "sbatch_failed")
+
+
+def spawn_outcome(exc: UserSpawnError) -> str:
+    """``refused`` for a request the hub or Slurm said no to, else ``failed``."""
+    return "refused" if exc.reason in REFUSED_REASONS else "failed"
 
 
 def _apply_user_options(spawner: ShopfloorSpawner, user_options: dict[str, Any]) -> Any:

@@ -44,6 +44,7 @@ from jupyterhub.services.auth import HubAuth
 from tornado import httpclient, ioloop, web
 
 from shopfloor.errors import ShopfloorError
+from shopfloor.extensions import metrics
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.slurm.seam import Slurm, SlurmError
 from shopfloor.workshops import ops
@@ -251,6 +252,7 @@ class Workshops:
     async def join(self, address: str, raw_code: Any, raw_name: Any) -> dict[str, Any]:
         """Make an account for a participant; refusals raise :class:`WorkshopInputError`."""
         if self.failures.blocked(address):
+            metrics.observe_workshop_join("rate_limited")
             raise web.HTTPError(429, "Too many wrong codes from your address; wait a minute.")
         problems: dict[str, str] = {}
         try:
@@ -265,20 +267,24 @@ class Workshops:
         if problems:
             if "code" in problems:
                 self.failures.record(address)
+            metrics.observe_workshop_join("wrong_code" if "code" in problems else "invalid")
             raise WorkshopInputError(problems)
         workshop = self.store.by_code(code)
         if workshop is None or workshop.ends_before(datetime.now()):
             self.failures.record(address)
+            metrics.observe_workshop_join("wrong_code" if workshop is None else "closed")
             raise WorkshopInputError({"code": "no running workshop has this code; check it "
                                       "with your trainer"})
         async with self.join_lock:
             active = [p for p in self.store.participants(workshop.name) if p.state == "active"]
             if len(active) >= workshop.capacity:
+                metrics.observe_workshop_join("full")
                 raise WorkshopInputError({"workshop": f"the workshop is full ({workshop.capacity}"
                                           " places); ask your trainer"})
             number = self.store.next_number(workshop.name)
             username = account_name(workshop.name, number)
             password = await self._add_participant(workshop, username, name, number)
+        metrics.observe_workshop_join("joined")
         login_next = self.spawn_url(workshop)
         return {
             "username": username, "password": password, "name": name,
@@ -289,6 +295,8 @@ class Workshops:
     async def _add_participant(self, workshop: Workshop, username: str, name: str,
                                number: int) -> str:
         password = await ops.create_account(username)
+        if self.site.accounting.enabled:
+            await ops.associate_participant(username)
         # Stored first: whatever fails next, the end of the workshop finds and removes it.
         self.store.add_participant(Participant(
             username=username, workshop=workshop.name, name=name, number=number,
@@ -476,11 +484,15 @@ class Workshops:
             raise web.HTTPError(500, "refusing to remove accounts before the export is done")
         for participant in participants:
             await self.hub.call("DELETE", f"/users/{participant.username}", ok=(204, 404))
+            if self.site.accounting.enabled:
+                await ops.remove_participant_association(participant.username)
             if accounts == "delete":
                 await ops.delete_account(participant.username)
             else:
                 await ops.disable_account(participant.username)
             self.store.set_participant_state(participant.username, "removed")
+        if self.site.accounting.enabled:
+            await ops.remove_workshop_account(workshop.name)
         return accounts
 
     async def _end_cleanup_hub(self, caller: dict[str, Any], workshop: Workshop,
@@ -659,6 +671,8 @@ def make_app(workshops: Workshops, hub_auth: HubAuth) -> web.Application:
         (rf"{PREFIX}/?", web.RedirectHandler, {"url": f"{PREFIX}/join"}),
         (rf"{PREFIX}/join", JoinPage),
         (rf"{PREFIX}/api/join", JoinApi),
+        # Joins by outcome for Prometheus (bearer $SHOPFLOOR_METRICS_TOKEN only).
+        metrics.service_metrics_route(PREFIX),
         (rf"{PREFIX}/api/checkpoints", CheckpointApi),
         (rf"{PREFIX}/api/workshops", WorkshopListApi),
         (rf"{PREFIX}/api/workshops/{_WS}", WorkshopApi),
@@ -692,7 +706,8 @@ def workshop_service_config(site: SiteConfig, site_file: str) -> dict[str, Any]:
         "name": SERVICE_NAME,
         "url": service_url(site),
         "command": [sys.executable, "-m", "shopfloor.extensions.workshops_service"],
-        "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", "")},
+        "environment": {"SHOPFLOOR_SITE": site_file, "PATH": os.environ.get("PATH", ""),
+                        **metrics.service_environment()},
         "display": True,
     }
 

@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 VENV="${SHOPFLOOR_VENV:-/opt/shopfloor/venv}"
 PYTHON="${SHOPFLOOR_PYTHON:-/usr/bin/python3}"
-PACKAGES=(slurm-wlm munge sudo python3-venv procps psmisc)
+PACKAGES=(slurm-wlm slurmdbd mariadb-server munge sudo python3-venv procps psmisc)
 if [ "${1:-}" = "--test" ]; then
   PACKAGES+=(chromium chromium-driver fonts-dejavu-core)
+  # The hub on PostgreSQL is tested against a private cluster the test starts itself
+  # (tests/integration/test_ops_postgresql.py); Debian's package brings initdb/pg_ctl.
+  PACKAGES+=(postgresql)
 fi
 # Node.js may come from elsewhere (e.g. NodeSource, whose nodejs ships npm and conflicts with
 # Debian's npm): only install Debian's when the commands are missing.
@@ -75,7 +78,7 @@ if [ ! -f "$LAB_OUT/package.json" ] || \
   fi
 fi
 say "installing Shopfloor into $VENV"
-if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[hub,session,ray,finetune,test]" >/tmp/shopfloor-pip.log 2>&1; then
+if ! "$VENV/bin/pip" install -q --disable-pip-version-check ".[hub,session,ray,finetune,test,postgresql]" >/tmp/shopfloor-pip.log 2>&1; then
   tail -n 30 /tmp/shopfloor-pip.log >&2
   echo "bootstrap: pip install failed; full log in /tmp/shopfloor-pip.log" >&2
   exit 1
@@ -90,4 +93,14 @@ chmod -R a+rX "$VENV"
 d="$VENV"; while [ "$d" != / ]; do d=$(dirname "$d"); chmod a+x "$d"; done
 # The site model catalog for fine-tuning: the demo models, built offline (no downloads).
 (cd / && "$VENV/bin/shopfloor" models build-demo) >/dev/null
+# The tests' OpenID provider (panva's oidc-provider, pinned in tests/oidc/package-lock.json),
+# into the git-ignored tests/oidc/node_modules; the tests run it offline.
+if [ "${1:-}" = "--test" ] && [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  say "installing the tests' OpenID provider (npm ci in tests/oidc)"
+  if ! (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error) >/tmp/shopfloor-oidc.log 2>&1; then
+    tail -n 30 /tmp/shopfloor-oidc.log >&2
+    echo "bootstrap: npm ci in tests/oidc failed; full log in /tmp/shopfloor-oidc.log" >&2
+    exit 1
+  fi
+fi
 say "ready: $VENV/bin/shopfloor"

@@ -23,7 +23,8 @@ from shopfloor.site import load_site
 
 
 @pytest.fixture(scope="session")
-def local_cluster() -> LocalCluster:
+def local_cluster(passwords: dict[str, str]) -> LocalCluster:
+    # The demo users exist first: slurmctld resolves their uids for their associations.
     cluster = LocalCluster()
     cluster.up(timeout=120)
     return cluster

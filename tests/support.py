@@ -47,6 +47,10 @@ def write_test_site(directory: Path, **overrides: object) -> Path:
     data["hub"]["state_dir"] = str(directory / "hub")
     # Jobs run the environment these tests run in (a CI venv may differ from the demo's).
     data["hub"]["python"] = sys.executable
+    # The test hub runs as the demo runs it, as hub.service_user; SHOPFLOOR_TEST_SERVICE_USER=
+    # (empty) runs it as root, another name as that user.
+    service_user = os.environ.get("SHOPFLOOR_TEST_SERVICE_USER", "shopfloor")
+    data["hub"]["service_user"] = service_user or None
     data.update(overrides)
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -53,7 +53,8 @@ def notebooks_under(root: Path, limit: int = 500) -> list[str]:
 
 
 class PublishPanel(widgets.VBox):
-    """Title, description, audience, compute and files; Publish / Roll back / Unpublish.
+    """Title, description, audience, compute, files and what changed; Publish / Roll back /
+    Unpublish, and the app's versions with their notes.
 
     ``notebook`` is the path of the notebook to publish; without it the panel lists the
     notebooks of ``home`` (default: your home folder) and publishes the one chosen.
@@ -87,6 +88,12 @@ class PublishPanel(widgets.VBox):
         self.cpus = widgets.BoundedIntText(value=1, min=1, max=256, description="CPUs")
         self.files = widgets.Textarea(description="Files",
                                       placeholder="files next to the notebook, one per line")
+        self.note = widgets.Text(description="What changed",
+                                 placeholder="one line for the version list, e.g. Faster plot")
+        self.note.add_class("sf-publish-note")
+        #: The app's versions with their notes (after a publish or rollback from here).
+        self.versions = widgets.HTML()
+        self.versions.add_class("sf-app-versions")
         self.publish_button = widgets.Button(description="Publish", button_style="primary")
         self.rollback_button = widgets.Button(description="Roll back")
         self.unpublish_button = widgets.Button(description="Unpublish", button_style="danger")
@@ -103,9 +110,9 @@ class PublishPanel(widgets.VBox):
         self.children = [
             widgets.HTML(heading), *([self.choose] if notebook is None else []),
             self.title, self.description, self.slug, self.audience, self.names,
-            self.partition, self.cpus, self.files,
+            self.partition, self.cpus, self.files, self.note,
             widgets.HBox([self.publish_button, self.rollback_button, self.unpublish_button]),
-            self.status,
+            self.status, self.versions,
         ]
 
     @property
@@ -123,7 +130,7 @@ class PublishPanel(widgets.VBox):
             "title": self.title.value, "description": self.description.value,
             "slug": self.slug.value.strip() or None, "audience": self.audience.value,
             "names": _split(self.names.value), "compute": compute,
-            "files": _split(self.files.value),
+            "files": _split(self.files.value), "note": self.note.value,
         }
 
     def _show(self, text: str, kind: str = "info") -> None:
@@ -143,7 +150,23 @@ class PublishPanel(widgets.VBox):
             return None
         app = self.last
         self._show(f"Published v{app['version']} at {app['url']} ({app['audience_text']}).", "ok")
+        self.note.value = ""  # the next version says what changed since this one
+        self._show_versions()
         return app
+
+    def _show_versions(self) -> None:
+        history = (self.last or {}).get("history") or []
+        if not history:
+            self.versions.value = ""
+            return
+        current = self.last["version"] if self.last else None
+        rows = []
+        for item in sorted(history, key=lambda v: -v["version"]):
+            serving = item["version"] == current
+            note = html.escape(item.get("note") or "(no note)")
+            rows.append(f'<li class="{"sf-current" if serving else ""}"><b>v{item["version"]}'
+                        f'</b>{" (serving)" if serving else ""}: {note}</li>')
+        self.versions.value = '<b>Versions</b><ul>' + ''.join(rows) + '</ul>'
 
     def rollback(self) -> None:
         if not self.last:
@@ -155,7 +178,10 @@ class PublishPanel(widgets.VBox):
         except AppsError as exc:
             self._fail(exc)
             return
-        self._show(f"Now serving v{self.last['version']}.", "ok")
+        note = self.last.get("note")
+        self._show(f"Now serving v{self.last['version']}" + (f": {note}" if note else "") + ".",
+                   "ok")
+        self._show_versions()
 
     def unpublish(self) -> None:
         if not self.last:
@@ -168,3 +194,4 @@ class PublishPanel(widgets.VBox):
             return
         self._show(f"Unpublished {self.last['owner']}/{self.last['slug']}.", "ok")
         self.last = None
+        self._show_versions()

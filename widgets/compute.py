@@ -66,6 +66,27 @@ def _cell(text: str, width: str, css: str = "") -> w.HTML:
     return cell
 
 
+def budget_html(budgets: dict[str, Any] | None) -> str:
+    """``used / granted`` with a bar per account and TRES, and the site's warnings."""
+    if not budgets or not budgets.get("budgets"):
+        return ""
+    parts = []
+    for budget in budgets["budgets"]:
+        for item in budget["items"]:
+            percent = item["percent_used"] if item["percent_used"] is not None else 0
+            used = item["used"] + item["running"]
+            parts.append(
+                f'<div class="sf-budget" data-account="{html.escape(budget["account"])}">'
+                f'<b>{html.escape(budget["account"])}</b> {html.escape(item["label"])}: '
+                f'{used:,} used / {item["granted"]:,} granted ({item["remaining"]:,} left)'
+                f'<div style="background:#eee;width:240px;height:8px">'
+                f'<div class="sf-budget-bar" style="background:'
+                f'{"#d9822b" if budget["warnings"] else "#2b7bd9"};width:{percent}%;'
+                f'height:8px"></div></div></div>')
+    parts += [status_html(f"Budget running out: {w}", "error") for w in budgets["warnings"]]
+    return "".join(parts)
+
+
 class ResourceChooser(w.VBox):
     """Partition and resources, bounded by the limits the hub reports for that partition."""
 
@@ -83,11 +104,26 @@ class ResourceChooser(w.VBox):
                                          layout=small, style=style)
         self.limits = w.HTML()
         self.limits.add_class("sf-limits")
+        #: The account to charge: exactly the user's (the hub's answer); hidden when none.
+        self.account = w.Dropdown(description="Account", options=[],
+                                  layout=w.Layout(display="none"))
+        self.account.add_class("sf-account")
         self.partition.observe(self._partition_changed, names="value")
         super().__init__([
             w.HBox([self.partition, self.limits]),
-            w.HBox([self.cpus, self.memory_gb, self.gpus, self.walltime]),
+            w.HBox([self.cpus, self.memory_gb, self.gpus, self.walltime, self.account]),
         ])
+
+    def set_accounts(self, accounts: list[str], default: str | None) -> None:
+        """Offer ``accounts``, keeping the user's choice if it is still one of them."""
+        current = self.account.value
+        if list(self.account.options) != accounts:
+            self.account.options = accounts
+        if current in accounts:
+            self.account.value = current
+        elif accounts:
+            self.account.value = default if default in accounts else accounts[0]
+        self.account.layout.display = "" if accounts else "none"
 
     def set_rows(self, rows: list[PartitionRow], default: str | None) -> None:
         """New live rows: keep the user's choice if it is still offered."""
@@ -120,9 +156,12 @@ class ResourceChooser(w.VBox):
 
     def options(self) -> dict[str, Any]:
         """The chosen resources as raw options (the hub validates them)."""
-        return {"partition": self.partition.value, "cpus": self.cpus.value,
-                "memory_gb": self.memory_gb.value, "gpus": self.gpus.value,
-                "walltime": str(self.walltime.value)}
+        options = {"partition": self.partition.value, "cpus": self.cpus.value,
+                   "memory_gb": self.memory_gb.value, "gpus": self.gpus.value,
+                   "walltime": str(self.walltime.value)}
+        if self.account.value:
+            options["account"] = self.account.value
+        return options
 
 
 class ComputePanel(PanelActions, w.VBox):
@@ -149,6 +188,8 @@ class ComputePanel(PanelActions, w.VBox):
         self.table = w.HTML()
         self.table.add_class("sf-partition-table")
         self.chooser = ResourceChooser()
+        self.budgets = w.HTML()
+        self.budgets.add_class("sf-budgets")
         self.chooser.partition.observe(lambda _: self._render_table(), names="value")
         self.session_name = w.Text(placeholder="session name, e.g. gpu-work",
                                    description="Name")
@@ -168,7 +209,7 @@ class ComputePanel(PanelActions, w.VBox):
         self.run_box.add_class("sf-runs")
         self.children = [
             w.HBox([w.HTML("<b>Compute</b>"), self.refresh_button]),
-            self.status, self.table, self.chooser,
+            self.status, self.table, self.chooser, self.budgets,
             w.HBox([self.session_name, self.start_button]),
             w.HBox([self.notebook, self.parameters, self.run_button]),
             w.HTML("<b>Your sessions</b>"), self.session_box,
@@ -224,6 +265,8 @@ class ComputePanel(PanelActions, w.VBox):
         detail = session.reason or session.message
         if session.eta:
             detail = f"{detail}; starts {session.eta}" if session.reason else detail
+        if session.state == "running":
+            detail = session.time_left_text() or detail  # from its Slurm job's end time
         actions: list[w.Widget] = []
         if session.state == "running":
             actions.append(w.HTML(f'<a href="{html.escape(session.url)}" target="_blank">'
@@ -281,7 +324,9 @@ class ComputePanel(PanelActions, w.VBox):
 
         def load() -> None:
             self.partitions = compute.partitions()
-            self.sessions = compute.sessions.list()
+            self.chooser.set_accounts(compute.accounts, compute.default_account)
+            self.budgets.value = budget_html(compute.budgets())
+            self.sessions = compute.list_sessions()
             self.runs = compute.runs()
             if compute.slurm_problem:
                 self.show(compute.slurm_problem, "error")
@@ -298,14 +343,14 @@ class ComputePanel(PanelActions, w.VBox):
         options = self.chooser.options()
         session = compute.sessions.start(self.session_name.value, **options)
         self.show(f"Starting session {session.label} on {options['partition']}.", "ok")
-        self.sessions = compute.sessions.list()
+        self.sessions = compute.list_sessions()
 
     def stop_session(self, name: str) -> None:
         """Stop session ``name`` (its Slurm job is cancelled)."""
         compute = self._require()
         compute.sessions.stop(name)
         self.show(f"Stopping session {name or '(default)'}.", "ok")
-        self.sessions = compute.sessions.list()
+        self.sessions = compute.list_sessions()
 
     def run_notebook(self) -> None:
         """Submit the notebook in the notebook box as a batch job on the chosen resources."""

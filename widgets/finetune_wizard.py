@@ -11,7 +11,9 @@ every number comes from there, and each step can be driven from code::
     wizard.start_training()
 
 Uploaded files are saved as new files under ``<runs>/uploads/``; files people choose are
-only read, never changed.
+only read, never changed. Inside a hub session the data step also offers the site's datasets
+(the hub's catalog, :mod:`shopfloor.finetune.access`): only those the user's groups may use,
+with a box to tick where the licence must be accepted; the recipe check refuses the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from shopfloor.finetune.access import SiteCatalog, SiteEntry, check_access, session_catalog
 from shopfloor.finetune.catalog import TASKS, ModelCatalog, ModelEntry
 from shopfloor.finetune.datasets import Table
 from shopfloor.finetune.recipe import (
@@ -99,14 +102,19 @@ class FineTuneWizard(PanelActions, w.VBox):
     (default ``~/shopfloor-runs``); ``my_models``: where "save" puts models (default
     ``~/shopfloor-models``); ``clusters``: returns the Ray clusters to offer as
     compute (default: the user's ready Shopfloor Ray clusters); ``job_factory`` makes the
-    :class:`FineTuneJob` (code may pass a subclass).
+    :class:`FineTuneJob` (code may pass a subclass); ``site_catalog``: the site's catalog of
+    datasets and models (default: this hub session's; none outside a hub).
     """
 
     def __init__(self, *, catalog: ModelCatalog | None = None, runs: Path | None = None,
                  my_models: Path | None = None,
                  clusters: Callable[[], list[Any]] | None = None,
-                 job_factory: Callable[..., FineTuneJob] = FineTuneJob) -> None:
+                 job_factory: Callable[..., FineTuneJob] = FineTuneJob,
+                 site_catalog: SiteCatalog | None = None) -> None:
         self.catalog = catalog or ModelCatalog()
+        self.site_catalog = site_catalog or session_catalog()
+        self.site_entries: dict[str, SiteEntry] = {}
+        self.accepted_licences: set[str] = set()
         self.runs = Path(runs) if runs else runs_dir()
         self.my_models = Path(my_models) if my_models else my_models_dir()
         self.clusters = clusters or ready_ray_clusters
@@ -190,15 +198,64 @@ class FineTuneWizard(PanelActions, w.VBox):
         self.text_column = w.Dropdown(options=[], description="Text column")
         self.label_column = w.Dropdown(options=[], description="Label column")
         self.preview = w.HTML()
+        self.site_dataset = w.Dropdown(options=[("(my own file)", "")], value="",
+                                       description="Site data", layout=w.Layout(width="70%"))
+        self.site_dataset.add_class("sf-ft-site-data")
+        self.site_dataset.observe(lambda _: self._on_site_dataset(), "value")
+        self.licence = w.HTML()
+        self.accept_licence = w.Checkbox(False, description="I accept the licence",
+                                         layout=w.Layout(display="none"))
+        self.accept_licence.add_class("sf-ft-accept")
+        self.accept_licence.observe(lambda _: self._on_accept(), "value")
         load = self._button("Preview", "sf-ft-preview", self.load_preview)
         self.task.observe(lambda _: self._task_help(), "value")
         self._task_help()
-        return w.VBox([self.task, self.task_help, w.HBox([self.data_path, load]),
+        return w.VBox([self.task, self.task_help, self.site_dataset, self.licence,
+                       self.accept_licence, w.HBox([self.data_path, load]),
                        w.HBox([self.upload_widget, self.delimiter]), self.preview,
                        w.HBox([self.text_column, self.label_column])])
 
+    def offer_site_datasets(self) -> None:
+        """List the site's datasets for this task that this user may use (from the hub)."""
+        self.site_entries = {}
+        if self.site_catalog is not None:
+            self.site_entries = {e.name: e for e in self.site_catalog.datasets(self.task.value)}
+        self.site_dataset.options = [("(my own file)", ""), *[
+            (e.label, e.name) for e in self.site_entries.values()]]
+        if self.site_dataset.value not in self.site_entries:
+            self.site_dataset.value = ""
+
+    def choose_site_dataset(self, name: str) -> None:
+        """Train on the site dataset ``name`` (one of those offered)."""
+        if name not in self.site_entries:
+            raise RecipeError({"data": f"the site offers you no {self.task.value} dataset "
+                                       f"called {name!r}"})
+        self.site_dataset.value = name
+
+    def _on_site_dataset(self) -> None:
+        entry = self.site_entries.get(self.site_dataset.value)
+        self.accept_licence.value = bool(entry and entry.name in self.accepted_licences)
+        self.accept_licence.layout.display = "" if entry and entry.accept_licence else "none"
+        if entry is None:
+            self.licence.value = ""
+            return
+        need = " You must accept it before training." if entry.accept_licence else ""
+        self.licence.value = (f"<i>Licence: {html.escape(entry.licence)}.{need}</i>")
+        self.data_path.value = entry.location
+        self.attempt(self.load_preview)
+
+    def _on_accept(self) -> None:
+        name = self.site_dataset.value
+        if not name:
+            return
+        if self.accept_licence.value:
+            self.accepted_licences.add(name)
+        else:
+            self.accepted_licences.discard(name)
+
     def _task_help(self) -> None:
         self.task_help.value = f"<i>{html.escape(TASKS[self.task.value])}.</i>"
+        self.attempt(self.offer_site_datasets)
         self.label_column.description = ("Label column" if self.task.value == "classification"
                                          else "Answer column")
 
@@ -247,7 +304,13 @@ class FineTuneWizard(PanelActions, w.VBox):
         if self.table is None or str(self.table.path) != str(
                 Path(self.data_path.value).expanduser()):
             self.load_preview()
-        _, examples = read_examples(self._recipe(), PRESETS[self.preset.value].limits)
+        recipe = self._recipe()
+        if self.site_catalog is not None:  # early word; check_recipe enforces it again
+            problems = check_access(self.site_catalog, data=recipe.data, model=None,
+                                    accepted_licences=recipe.accepted_licences)
+            if problems:
+                raise RecipeError(problems)
+        _, examples = read_examples(recipe, PRESETS[self.preset.value].limits)
         self.data_summary = examples.describe()
 
     # -- 2. model ---------------------------------------------------------------------------
@@ -260,7 +323,7 @@ class FineTuneWizard(PanelActions, w.VBox):
         return w.VBox([self.model, self.model_help])
 
     def _enter_model(self) -> None:
-        entries = self.catalog.models(task=self.task.value)
+        entries = self._usable(self.catalog.models(task=self.task.value))
         self.model_entries = {e.name: e for e in entries}
         self.model.options = [(f"{e.name} — {e.description}", e.name) for e in entries]
         if entries and self.model.value not in self.model_entries:
@@ -269,6 +332,15 @@ class FineTuneWizard(PanelActions, w.VBox):
             self.show(f"The model catalog ({self.catalog.root}) has no {self.task.value} "
                       "model. Ask your admin to add one (shopfloor models build-demo).", "error")
         self._model_help()
+
+    def _usable(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        """Leave out the models the site's catalog does not let this user use."""
+        if self.site_catalog is None or not entries:
+            return entries
+        forms = {e.name: [str(e.path), str(e.path.resolve())] for e in entries}
+        verdicts = self.site_catalog.verdicts(p for paths in forms.values() for p in paths)
+        return [e for e in entries
+                if all(verdicts[p].usable for p in forms[e.name] if p in verdicts)]
 
     def _model_help(self) -> None:
         entry: ModelEntry | None = getattr(self, "model_entries", {}).get(self.model.value)
@@ -327,7 +399,7 @@ class FineTuneWizard(PanelActions, w.VBox):
     def _leave_method(self) -> None:
         from shopfloor.finetune.recipe import check_recipe
 
-        self.checked = check_recipe(self._recipe())
+        self.checked = check_recipe(self._recipe(), self.site_catalog)
         self.show(self.checked.describe(), "ok")
 
     # -- 4. compute -------------------------------------------------------------------------
@@ -368,6 +440,7 @@ class FineTuneWizard(PanelActions, w.VBox):
             "overrides": self.hyperparameter_overrides(), "workers": self.workers.value,
             "use_gpu": self.use_gpu.value, "runs_dir": str(self.runs),
             "catalog_dir": str(self.catalog.root),
+            "accepted_licences": sorted(self.accepted_licences),
         }
         settings.update(changes)
         return Recipe(**settings)
@@ -377,10 +450,13 @@ class FineTuneWizard(PanelActions, w.VBox):
         if self._training():
             raise RecipeError({"train": "a run is already going"})
         self.result = None
-        job = self.job_factory(self._recipe(), on_progress=self._on_progress)
-        self.job = job
+        job = self.job_factory(self._recipe(), on_progress=self._on_progress,
+                               site_catalog=self.site_catalog)
         cluster = self.cluster_objects.get(self.compute.value) if self.compute.value != \
             LOCAL else None
+        if cluster is None:
+            job.check()  # refused here, in words, rather than in the background thread
+        self.job = job
         if cluster is None:
             job.start()
         else:

@@ -49,6 +49,11 @@ def _models(args: argparse.Namespace) -> int:
     if args.action == "build-demo":
         root = build_demo_catalog(args.catalog, copy=args.copy)
         print(f"demo model catalog ready in {root}")
+        from shopfloor.finetune.demo_datasets import build_demo_datasets
+
+        # The demo site file's catalog lists these beside the models.
+        for path in build_demo_datasets():
+            print(f"demo dataset ready: {path}")
     for entry in ModelCatalog(args.catalog).models():
         print(f"{entry.name:20} {entry.task:15} {entry.summary}")
     return 0
@@ -93,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_doctor_parser(sub)
     add_site_reference_parser(sub)
+    from shopfloor.accounts.usage import add_usage_parser
+
+    add_usage_parser(sub)
+    from shopfloor.ops.serviceuser import add_service_user_parser
+
+    add_service_user_parser(sub)
     return parser
 
 

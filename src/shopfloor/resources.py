@@ -15,14 +15,15 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shopfloor.accounts.model import AccountsSnapshot, UserAccounts, request_minutes
 from shopfloor.errors import ShopfloorError
 from shopfloor.site import SiteConfig
-from shopfloor.slurm.seam import PartitionInfo, expand_hostlist
+from shopfloor.slurm.reservations import Reservation
+from shopfloor.slurm.seam import PartitionInfo
 from shopfloor.timeutil import format_minutes, parse_walltime
 
 #: The only keys a user may send. Everything else (``cmd``, ``prologue``, ``output``, ...) is
@@ -55,33 +56,14 @@ class UserContext:
 
 
 @dataclass(frozen=True)
-class Reservation:
-    """A Slurm reservation as ``scontrol show reservation`` reports it.
-
-    ``users``, ``groups`` and ``accounts`` are Slurm's access lists; a name starting with
-    ``-`` is excluded ("everyone but"). ``nodes`` are the reserved nodes: they, not
-    ``partition`` (which Slurm fills with the default partition when none was given), say
-    which partitions the reservation can serve.
-    """
-
-    name: str
-    partition: str | None
-    users: frozenset[str]
-    start: datetime | None
-    end: datetime | None
-    state: str = "ACTIVE"
-    groups: frozenset[str] = frozenset()
-    accounts: frozenset[str] = frozenset()
-    nodes: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
 class LiveCluster:
     """A snapshot of what the cluster has right now (all fields optional for unit tests)."""
 
     partitions: Mapping[str, PartitionInfo] = field(default_factory=dict)
     reservations: Mapping[str, Reservation] = field(default_factory=dict)
     pending: Mapping[str, Sequence[str]] = field(default_factory=dict)  #: queue order
+    #: Associations and budgets (sites with ``accounting.enabled``); None: not known.
+    accounts: AccountsSnapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -343,13 +325,20 @@ class RequestPolicy:
             )
 
         account = values.get("account")
-        if account is not None:
+        mine = self.associations(user, live)
+        if mine is not None:
+            account = account or mine.default
+            message = self._association_problem(account, mine, live, request_minutes(
+                nodes, cpus, gpus, walltime) if "walltime" not in problems else {})
+            if message:
+                problems["account"] = message
+        elif account is not None and not self.site.accounting.enabled:
             message = self._account_problem(account, user)
             if message:
                 problems["account"] = message
         qos = values.get("qos")
         if qos is not None:
-            allowed_qos = self.site.partitions[partition].qos
+            allowed_qos = self.qos_for(user, partition, account, live)
             if qos not in allowed_qos:
                 problems["qos"] = (
                     f"{qos!r} is not a QoS you may use on {partition}"
@@ -368,8 +357,43 @@ class RequestPolicy:
             reservation=reservation,
         )
 
-    def accounts_for(self, user: UserContext) -> list[str]:
-        """Slurm accounts this user may charge (site file ``group_accounts``), sorted."""
+    def associations(self, user: UserContext, live: LiveCluster | None) -> UserAccounts | None:
+        """The user's Slurm associations when the site uses accounting and they are known.
+
+        A user Slurm knows nothing about gets an empty set (every account is refused).
+        """
+        if not self.site.accounting.enabled or live is None or live.accounts is None:
+            return None
+        return live.accounts.for_user(user.name) or UserAccounts(user.name, (), None)
+
+    def qos_for(self, user: UserContext, partition: str, account: str | None,
+                live: LiveCluster | None = None) -> list[str]:
+        """QOS the user may name on ``partition`` charging ``account``: the association's
+        (with accounting), narrowed to the partition's list in the site file if it has one."""
+        listed = list(self.site.partitions[partition].qos)
+        mine = self.associations(user, live)
+        if mine is None:
+            return listed
+        allowed = sorted(mine.qos.get(account or "", frozenset()))
+        return [q for q in allowed if not listed or q in listed]
+
+    def _association_problem(self, account: str | None, mine: UserAccounts,
+                             live: LiveCluster | None, needs: Mapping[str, int]) -> str | None:
+        if not mine.accounts:
+            return "you have no Slurm account to charge here; ask your admin for one"
+        if account is None or account not in mine.accounts:
+            named = f"{account!r} is not an account you may charge" if account else \
+                "you have no default account"
+            return f"{named}; choose one of {', '.join(mine.accounts)}"
+        budget = live.accounts.budgets.get(account) if live and live.accounts else None
+        return budget.shortfall(needs) if budget is not None else None
+
+    def accounts_for(self, user: UserContext, live: LiveCluster | None = None) -> list[str]:
+        """Slurm accounts this user may charge, sorted: their associations (accounting on),
+        else the site file's ``group_accounts``."""
+        mine = self.associations(user, live)
+        if mine is not None:
+            return list(mine.accounts)
         return sorted({
             account for group, accounts in self.site.group_accounts.items()
             if group in user.groups for account in accounts
@@ -428,43 +452,6 @@ def _admits(res: Reservation, user: UserContext, account: str | None) -> bool:
         listed = listed or bool(included)
         admitted = admitted or bool(included & mine[kind])
     return admitted or not listed
-
-
-def parse_reservations(text: str) -> dict[str, Reservation]:
-    """Parse ``scontrol -o show reservation`` output."""
-    out: dict[str, Reservation] = {}
-    for line in text.splitlines():
-        fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
-        name = fields.get("ReservationName")
-        if not name:
-            continue
-        out[name] = Reservation(
-            name=name,
-            partition=None if fields.get("PartitionName") in (None, "(null)")
-            else fields["PartitionName"],
-            users=_name_list(fields.get("Users")),
-            start=_parse_dt(fields.get("StartTime")),
-            end=_parse_dt(fields.get("EndTime")),
-            state=fields.get("State", "ACTIVE"),
-            groups=_name_list(fields.get("Groups")),
-            accounts=_name_list(fields.get("Accounts")),
-            nodes=expand_hostlist(fields.get("Nodes", "")),
-        )
-    return out
-
-
-def _name_list(value: str | None) -> frozenset[str]:
-    """A comma-separated Slurm list; ``(null)`` and blanks are empty."""
-    if not value or value == "(null)":
-        return frozenset()
-    return frozenset(v for v in value.split(",") if v)
-
-
-def _parse_dt(value: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None
 
 
 def user_context(name: str, groups: Iterable[str] = (), is_admin: bool = False) -> UserContext:

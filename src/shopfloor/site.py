@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shopfloor.accounts.settings import AccountingSettings
+from shopfloor.auth_site import OidcSettings
+from shopfloor.catalog_site import CatalogSettings, HomeSettings, SupportSettings
 from shopfloor.timeutil import format_minutes, parse_walltime
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -112,6 +115,22 @@ class AuthSettings(_Strict):
     allowed_groups: list[Name] = Field(
         default_factory=list, description="Unix groups whose members may log in."
     )
+    method: Literal["pam", "oidc"] = Field(
+        "pam", description="How users log in: pam (their Unix password; the demo's) or oidc "
+        "(the site's OpenID Connect provider, see auth.oidc; allowed_groups then also matches "
+        "groups from auth.oidc.groups_claim, and with neither allowed list set every identity "
+        "with a Unix account may log in).",
+    )
+    oidc: OidcSettings = Field(
+        default_factory=OidcSettings, description="OpenID Connect login (auth.method: oidc)."
+    )
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> AuthSettings:
+        problems = self.oidc.problems() if self.method == "oidc" else []
+        if problems:
+            raise ValueError("auth.method is oidc, but auth.oidc." + "; auth.oidc.".join(problems))
+        return self
 
 
 class HubSettings(_Strict):
@@ -125,6 +144,13 @@ class HubSettings(_Strict):
         "http://127.0.0.1:8001", description="Where the hub talks to configurable-http-proxy."
     )
     state_dir: str = Field("/var/lib/shopfloor", description="Hub database, cookie secret, logs.")
+    service_user: Name | None = Field(
+        None,
+        description="Unprivileged Unix user the hub and its services run as, e.g. shopfloor "
+        "(set it up with `shopfloor service-user shopfloor`; docs/deploy.md). `shopfloor demo` "
+        "starts the hub as this user and the doctor checks its sudoers rule. Empty: the hub "
+        "runs as whoever starts it (root).",
+    )
     python: str = Field(
         "/opt/shopfloor/venv/bin/python",
         description="Python that jobs run (readable and executable by every user).",
@@ -161,6 +187,39 @@ class HubSettings(_Strict):
         description="Minutes before a session's Slurm job ends at which JupyterLab warns, with "
         "a 'Save all' button, e.g. [15, 5]. Empty: no warnings.",
     )
+    db_url: str = Field(
+        "",
+        description="The hub's database. Empty: SQLite in state_dir (jupyterhub.sqlite, "
+        "0600), the demo's choice. A site: PostgreSQL, e.g. "
+        "postgresql://shopfloor@db.example.org:5432/jupyterhub. Never a password here: "
+        "db_password_file, or libpq's own $PGPASSWORD / ~/.pgpass.",
+    )
+    db_password_file: str = Field(
+        "",
+        description="File holding the database password on its first line (mode 0600 or "
+        "0400, owned by the hub's user), e.g. /etc/shopfloor/db-password. Empty: libpq finds "
+        "it ($PGPASSWORD, ~/.pgpass) or the server needs none (peer login).",
+    )
+
+    @field_validator("db_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+            raise ValueError("db_url must be empty (SQLite in state_dir), sqlite:///PATH or "
+                             f"postgresql://USER@HOST:PORT/DB; got a {scheme or 'bare'!r} URL")
+        if scheme != "sqlite" and urlparse(value).password is not None:
+            raise ValueError("db_url must not hold a password (it would reach logs and "
+                             "backups): put it in db_password_file")
+        return value
+
+    @property
+    def database_url(self) -> str:
+        """The database the hub uses: :attr:`db_url`, or SQLite in :attr:`state_dir`."""
+        return self.db_url or f"sqlite:///{Path(self.state_dir) / 'jupyterhub.sqlite'}"
 
     @field_validator("warn_minutes")
     @classmethod
@@ -370,6 +429,44 @@ class WorkshopSettings(_Strict):
     )
 
 
+class IdleSettings(_Strict):
+    """Idle sessions end: JupyterHub's ``jupyterhub-idle-culler`` as a hub service."""
+
+    enabled: bool = Field(
+        True, description="Stop sessions nobody used for idle_minutes (their Slurm job is "
+        "cancelled), so forgotten sessions stop burning allocations.",
+    )
+    idle_minutes: int = Field(
+        120, ge=1, description="Minutes without activity (no browser request, no running "
+        "kernel) after which a session is stopped, e.g. 120.",
+    )
+    partition_minutes: dict[Name, int] = Field(
+        default_factory=dict,
+        description="Idle minutes per partition instead of idle_minutes, e.g. {'gpu': 30}: "
+        "idle GPUs cost most. Partitions not listed use idle_minutes.",
+    )
+    warn_minutes: int = Field(
+        10, ge=0, description="Minutes before an idle session is stopped at which JupyterLab "
+        "warns the user, e.g. 10; 0: no warning.",
+    )
+    check_seconds: int = Field(
+        60, ge=5, description="Seconds between the culler's looks at every session's last "
+        "activity, e.g. 60; a session ends at most this much after its idle limit.",
+    )
+
+    @field_validator("partition_minutes")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if v < 1}
+        if bad:
+            raise ValueError(f"partition_minutes must be whole minutes of at least 1; got {bad}")
+        return value
+
+    def minutes_for(self, partition: str) -> int:
+        """The idle limit of a session on ``partition``."""
+        return self.partition_minutes.get(partition, self.idle_minutes)
+
+
 class SiteConfig(_Strict):
     """A whole site file."""
 
@@ -392,7 +489,8 @@ class SiteConfig(_Strict):
         description="Slurm accounts the members of each group may charge jobs to, e.g. "
         "{'physics': ['phys-2026']}. A request naming any other account is refused; a user "
         "in no listed group may name none (the job then uses Slurm's default account). "
-        "Admins may name any account.",
+        "Admins may name any account. Only for sites without Slurm accounting: with "
+        "accounting.enabled the user's Slurm associations decide, and this must be empty.",
     )
     models: ModelSettings = Field(
         default_factory=ModelSettings, description="Model catalog and fine-tuning runs."
@@ -407,6 +505,34 @@ class SiteConfig(_Strict):
         default_factory=WorkshopSettings,
         description="Workshops: who may create them, reservation limits, participant caps.",
     )
+    catalog: CatalogSettings = Field(
+        default_factory=CatalogSettings, description="Models and datasets the site offers."
+    )
+    home: HomeSettings = Field(
+        default_factory=HomeSettings, description="The home page: announcements, refresh."
+    )
+    support: SupportSettings = Field(
+        default_factory=SupportSettings,
+        description="Help requests that share one session with the support group for a while.",
+    )
+    idle: IdleSettings = Field(
+        default_factory=IdleSettings,
+        description="Idle sessions end (jupyterhub-idle-culler), per partition.",
+    )
+    accounting: AccountingSettings = Field(
+        default_factory=AccountingSettings,
+        description="Slurm accounting: accounts, QOS and budgets from slurmdbd.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source_of_accounts(self) -> SiteConfig:
+        # Two lists of who may charge what would drift apart; Slurm enforces its own.
+        if self.accounting.enabled and self.group_accounts:
+            raise ValueError(
+                "group_accounts must be empty when accounting.enabled is true: the users' "
+                "Slurm associations (sacctmgr) say which accounts they may charge"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_is_listed(self) -> SiteConfig:
@@ -414,6 +540,16 @@ class SiteConfig(_Strict):
             raise ValueError(
                 f"default_partition {self.default_partition!r} is not one of the partitions "
                 f"({', '.join(self.partitions)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _idle_partitions_are_listed(self) -> SiteConfig:
+        unknown = sorted(set(self.idle.partition_minutes) - set(self.partitions))
+        if unknown:
+            raise ValueError(
+                f"idle.partition_minutes names {', '.join(unknown)}, not one of the "
+                f"partitions ({', '.join(self.partitions)})"
             )
         return self
 
@@ -467,6 +603,7 @@ __all__ = [
     "AppsSettings",
     "AuthSettings",
     "HubSettings",
+    "IdleSettings",
     "Limits",
     "ModelSettings",
     "PartitionPolicy",

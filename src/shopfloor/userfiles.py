@@ -7,9 +7,10 @@ services all build their command lines with it.
 
 A user controls every path under their home: a job log can be a symlink to the munge key, a
 FIFO that blocks whoever opens it, or a device. So the hub (root) makes and reads such files
-through ``sudo -n -u USER``, with the user's own rights, without following a final symlink,
-refusing anything but a regular file, bounded in bytes and in time, and never on the event
-loop (an async subprocess). The hub's own state (database, log, secrets) is made 0700/0600
+through ``sudo -n -u USER -- shopfloor-as-user VERB ARGS`` (:func:`helper_argv`, one fixed
+command a sudoers rule can name), with the user's own rights, without following a final
+symlink, refusing anything but a regular file, bounded in bytes and in time, and never on the
+event loop (an async subprocess). The hub's own state (database, log, secrets) is made 0700/0600
 with :func:`private_dir` and :func:`private_file`.
 """
 
@@ -24,22 +25,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 log = logging.getLogger(__name__)
-
-#: Reads the last ``limit`` bytes of a regular file given as argv[1], as whoever runs it.
-#: ``O_NOFOLLOW`` refuses a symlink, ``O_NONBLOCK`` keeps a FIFO from blocking the open, and
-#: the ``fstat`` check refuses FIFOs, sockets and devices before anything is read.
-_TAIL_SCRIPT = """
-import os, stat, sys
-path, limit = sys.argv[1], int(sys.argv[2])
-if not stat.S_ISREG(os.lstat(path).st_mode):
-    sys.exit(3)
-fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
-info = os.fstat(fd)
-if not stat.S_ISREG(info.st_mode):
-    sys.exit(3)
-os.lseek(fd, max(0, info.st_size - limit), os.SEEK_SET)
-sys.stdout.buffer.write(os.read(fd, limit))
-"""
 
 
 def sudo_argv(user: str, argv: Sequence[str], *, preserve_env: Sequence[str] = ()) -> list[str]:
@@ -57,11 +42,6 @@ def sudo_argv(user: str, argv: Sequence[str], *, preserve_env: Sequence[str] = (
     return [*cmd, "--", *argv]
 
 
-def as_user(user: str, argv: Sequence[str], timeout: float) -> list[str]:
-    """``argv`` run as ``user`` (:func:`sudo_argv`), killed by ``timeout`` seconds."""
-    return sudo_argv(user, ["timeout", "-s", "KILL", f"{timeout:g}", *argv])
-
-
 class UserCommand(NamedTuple):
     """What a command run as a user did: exit code, then the tails of stdout and stderr."""
 
@@ -76,20 +56,26 @@ async def run_as_user(
 ) -> UserCommand:
     """Run ``argv`` as ``user``; return (exit code, stdout, stderr), each at most ``max_output``.
 
-    A command still running after ``timeout`` seconds is killed (a non-zero exit code:
-    ``timeout -s KILL`` takes ``sudo`` with it, so usually -9).
+    ``argv`` is a command the hub's sudoers rule names (``shopfloor-as-user``, which keeps its
+    own ``--timeout``). One still running after ``timeout`` seconds gets SIGTERM, which sudo
+    passes on to it (an unprivileged hub cannot signal the user's process itself), then
+    SIGKILL; the exit code is then 137.
     """
     proc = await asyncio.create_subprocess_exec(
-        *as_user(user, argv, timeout),
+        *sudo_argv(user, argv),
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout + 5)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
         return UserCommand(137, b"", b"timed out")
     return UserCommand(proc.returncode or 0, out[-max_output:], err[-max_output:])
 
@@ -99,15 +85,21 @@ def run_as_user_sync(
     stdin: bytes | None = None,
 ) -> UserCommand:
     """Blocking :func:`run_as_user`, for code that has no event loop."""
+    proc = subprocess.Popen(
+        sudo_argv(user, argv), stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            as_user(user, argv, timeout), input=stdin,
-            stdin=subprocess.DEVNULL if stdin is None else None, capture_output=True,
-            start_new_session=True, timeout=timeout + 5, check=False,
-        )
+        out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.terminate()  # sudo passes SIGTERM on to the user's command
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
         return UserCommand(137, b"", b"timed out")
-    return UserCommand(proc.returncode, proc.stdout[-max_output:], proc.stderr[-max_output:])
+    return UserCommand(proc.returncode, out[-max_output:], err[-max_output:])
 
 
 async def tail_as_user(
@@ -117,15 +109,16 @@ async def tail_as_user(
     lines: int = 15,
     max_bytes: int = 4096,
     timeout: float = 5.0,
-    python: str = sys.executable,
+    python: str | None = None,
 ) -> str:
     """The last ``lines`` lines (of the last ``max_bytes`` bytes) of ``path``, read as ``user``.
 
     Empty when the file is missing, unreadable to the user, not a regular file, a symlink,
-    or too slow to read. ``python`` must be runnable by the user.
+    or too slow to read (``shopfloor-as-user tail``). ``python`` is the interpreter of the
+    environment whose ``shopfloor-as-user`` runs (default: this one's).
     """
     code, out, err = await run_as_user(
-        user, [python, "-I", "-S", "-c", _TAIL_SCRIPT, path, str(max_bytes)],
+        user, helper_argv("tail", path, str(max_bytes), timeout=timeout, python=python),
         timeout=timeout, max_output=max_bytes,
     )
     if code:
@@ -142,9 +135,17 @@ async def private_dir_as_user(user: str, path: str, *, timeout: float = 10.0) ->
     Returns an empty string on success, else what went wrong (for the admin's log).
     """
     code, _, err = await run_as_user(
-        user, ["install", "-d", "-m", "0700", "--", path], timeout=timeout
+        user, helper_argv("mkdir-private", path, timeout=timeout), timeout=timeout
     )
     return "" if code == 0 else (err.decode(errors="replace").strip() or f"exit code {code}")
+
+
+def helper_argv(verb: str, *args: str, timeout: float = 30.0,
+                python: str | None = None) -> list[str]:
+    """``shopfloor-as-user --timeout T VERB ARGS``: the fixed command the hub runs as a user
+    (:mod:`shopfloor.ops.asuser`), from the environment of ``python`` (default: this one)."""
+    helper = os.path.join(os.path.dirname(python or sys.executable), "shopfloor-as-user")
+    return [helper, "--timeout", f"{timeout:g}", verb, *args]
 
 
 def private_dir(path: str | os.PathLike[str]) -> None:
@@ -166,6 +167,7 @@ def private_file(path: str | os.PathLike[str]) -> None:
 
 __all__ = [
     "UserCommand",
+    "helper_argv",
     "private_dir",
     "private_dir_as_user",
     "private_file",

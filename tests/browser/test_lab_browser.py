@@ -106,6 +106,9 @@ def test_everything_is_one_click_away(hub: RunningHub, page, artifacts: Path) ->
         section = _launcher(page)
         section.wait_for(timeout=90_000)
         assert section.locator(".jp-LauncherCard-label").all_inner_texts() == CARDS
+        # The Shopfloor section comes first, above Notebook, Console and Other.
+        titles = page.locator(".jp-Launcher:visible .jp-Launcher-sectionTitle")
+        assert titles.first.inner_text() == "Shopfloor", titles.all_inner_texts()
 
         # Status bar: partition, node, time left, memory against the limit; and the warning.
         item = page.locator(".sf-job-status")
@@ -188,4 +191,58 @@ def test_everything_is_one_click_away(hub: RunningHub, page, artifacts: Path) ->
     finally:
         (artifacts / "lab-timings.json").write_text(json.dumps(timings, indent=1))
         print("seconds from click to panel:", timings)
+        alice.stop()
+
+
+#: The toast of a warning before the job ends.
+WARNING = ".Toastify__toast"
+ENDS = "This session ends in"
+
+
+def _seconds_left(page) -> float:  # type: ignore[no-untyped-def]
+    return float(page.locator(".sf-job-status").get_attribute("data-seconds-left") or "nan")
+
+
+def test_both_warnings_come_in_turn(hub: RunningHub, page, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+    """A 7-minute session on debug (the site warns at 15 and 5 minutes): the 15-minute
+    warning at once, the 5-minute one only once 5 minutes are left; a reload with neither
+    remembered shows one warning for both thresholds, not two."""
+    assert hub.site.hub.warn_minutes == [15, 5]
+    alice = hub.client("alice")
+    resp = alice.spawn_form(partition="debug", cpus=1, memory_gb=1, walltime=7)
+    assert resp.status_code == 302, resp.text[-500:]
+    try:
+        alice.wait_ready(timeout=120)
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("#username_input", "alice")
+        page.fill("#password_input", hub.passwords["alice"])
+        page.click("#login_submit")
+        page.goto(f"{hub.url}/user/alice/lab?reset")
+        page.wait_for_function(
+            "(document.querySelector('.sf-job-status') || {}).dataset?.secondsLeft > 0",
+            timeout=90_000)
+        warnings = page.locator(WARNING, has_text=ENDS)
+        warnings.first.wait_for(timeout=30_000)
+        left = _seconds_left(page)
+        assert 300 < left <= 420, f"the session started too late to see both: {left} s left"
+        assert warnings.count() == 1, warnings.all_inner_texts()
+
+        # The second warning: not before 5 minutes are left, then within a tick (10 s).
+        # (Newer toasts stack above older ones: find it by its words.)
+        second = page.locator(WARNING, has_text=re.compile(f"{ENDS} [1-5] minutes? "))
+        second.wait_for(timeout=(left - 300 + 30) * 1000)
+        assert _seconds_left(page) <= 300
+        assert warnings.count() == 2, warnings.all_inner_texts()
+        page.screenshot(path=str(artifacts / "lab-second-warning.png"))
+
+        # Both thresholds passed at once (nothing remembered): one warning, not one each.
+        page.evaluate("window.localStorage.clear()")
+        page.reload()
+        warnings.first.wait_for(timeout=90_000)
+        page.wait_for_timeout(15_000)  # more than a tick of the status item
+        assert warnings.count() == 1, warnings.all_inner_texts()
+    except Exception:
+        page.screenshot(path=str(artifacts / "lab-warnings-failure.png"), full_page=True)
+        raise
+    finally:
         alice.stop()

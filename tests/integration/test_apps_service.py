@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import re
 import subprocess
 import time
@@ -66,23 +67,30 @@ def test_publish_share_open_republish_rollback_cli(ahub: RunningHub, notebook: P
     alice = ahub.client("alice")
     token = alice.token()
     resp = publish(ahub, token, notebook, slug="wave", audience="groups", names=[SHARE_GROUP],
-                   files=["logo.svg"], description="Move the slider.")
+                   files=["logo.svg"], description="Move the slider.", note="First cut")
     assert resp.status_code == 201, resp.text
     app = resp.json()["app"]
     assert (app["version"], app["audience"], app["has_thumbnail"]) == (1, "groups", True)
+    assert (app["note"], [v["note"] for v in app["history"]]) == ("First cut", ["First cut"])
     assert resp.json()["url"] == f"{origin_of(ahub)}/services/apps/alice/wave/"
 
-    # The snapshot belongs to the service: alice can read it, not change it.
+    # The snapshot belongs to the service (root, or hub.service_user): alice can read it, not
+    # change it; nobody else can read it.
     store = next(Path(ahub.site.hub.state_dir).parent.glob("apps/alice/wave/v1"))
     copied = store / "slider_app.ipynb"
-    assert copied.stat().st_uid == 0 and not copied.stat().st_mode & 0o222 & ~0o200
+    assert copied.stat().st_uid != pwd.getpwnam("alice").pw_uid
+    assert not copied.stat().st_mode & 0o027  # no group write, nothing for others
     write = subprocess.run(["sudo", "-u", "alice", "--", "sh", "-c", f"echo x >> {copied}"],
                            capture_output=True, text=True, check=False)
     assert write.returncode != 0 and "Permission denied" in write.stderr
+    for user, readable in (("alice", True), ("bob", False)):
+        read = subprocess.run(["sudo", "-u", user, "--", "head", "-c1", str(copied)],
+                              capture_output=True, text=True, check=False)
+        assert (read.returncode == 0) == readable, (user, read.stderr)
 
     bob = logged_in(ahub, "bob")
     gallery = bob.http.get(f"{ahub.url}/services/apps/?filter=shared").text
-    assert 'data-app="alice/wave"' in gallery
+    assert 'data-app="alice/wave"' in gallery and "v1: First cut" in gallery
     assert f'href="{origin_of(ahub)}/services/apps/alice/wave/"' in gallery
     page = wait_app_ready(bob, origin_of(ahub), "alice/wave")
     assert "jupyter-widgets" in page.text.lower() and "wave_svg(" not in page.text  # stripped
@@ -93,9 +101,16 @@ def test_publish_share_open_republish_rollback_cli(ahub: RunningHub, notebook: P
            "SHOPFLOOR_APPS_URL": f"{ahub.url}/services/apps"}
     cli = ["/opt/shopfloor/venv/bin/shopfloor", "apps"]
     out = subprocess.run([*cli, "publish", str(notebook), "--title", "Wave explorer two",
-                          "--slug", "wave", "--audience", "groups", "--names", SHARE_GROUP],
+                          "--slug", "wave", "--audience", "groups", "--names", SHARE_GROUP,
+                          "--note", "Second <try> & more"],
                          env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "v2" in out.stdout, out.stderr
+    versions = subprocess.run([*cli, "versions", "alice/wave"], env=env, capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+    assert versions[0].startswith("* v2") and versions[0].endswith("Second <try> & more")
+    assert versions[1].startswith("  v1") and versions[1].endswith("First cut")
+    gallery = bob.http.get(f"{ahub.url}/services/apps/?filter=shared").text
+    assert "v2: Second &lt;try&gt; &amp; more" in gallery  # escaped on the page
     assert not app_jobs("alice/wave") or _gone_soon("alice/wave")  # republish stops v1's job
     listing = subprocess.run([*cli, "list", "--filter", "mine", "--json"], env=env,
                              capture_output=True, text=True, check=True).stdout
@@ -106,6 +121,9 @@ def test_publish_share_open_republish_rollback_cli(ahub: RunningHub, notebook: P
     assert out.returncode == 0 and "v1" in out.stdout, out.stderr
     summary = bob.http.get(f"{ahub.url}/services/apps/api/apps/alice/wave").json()["app"]
     assert (summary["version"], summary["title"]) == (1, "Wave explorer")
+    assert summary["note"] == "First cut" and "now serves v1: First cut" in out.stdout
+    assert [(v["version"], v["note"]) for v in summary["history"]] == [
+        (1, "First cut"), (2, "Second <try> & more")]
     # bob may open it but not change it.
     resp = bob.http.delete(f"{ahub.url}/services/apps/api/apps/alice/wave")
     assert resp.status_code == 403
@@ -174,6 +192,7 @@ def test_publish_validation_names_each_field(ahub: RunningHub, notebook: Path) -
         "names": {"audience": "users", "names": ["nobody-here"]},
         "audience": {"audience": "everyone"},
         "compute.partition": {"compute": {"partition": "nope"}},
+        "note": {"note": "two\nlines"},
         "compute.walltime": {"compute": {"partition": "debug", "walltime": "5:00:00"}},
     }
     for field, fields in cases.items():

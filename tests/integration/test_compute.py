@@ -14,6 +14,7 @@ from support import RunningHub, squeue_jobs
 
 from shopfloor.apps.client import AppsClient
 from shopfloor.session.batch import BatchRun
+from shopfloor.session.compute import Compute
 from shopfloor.session.hubapi import Hub
 from shopfloor.session.sessions import Sessions
 from shopfloor.workshops.client import WorkshopClient
@@ -63,6 +64,10 @@ def test_start_and_stop_a_session_from_python(hub: RunningHub) -> None:
         assert "pyobj" in inside.servers()
         assert inside.partitions()["default_partition"] == "cpu"
         assert inside.validate({"partition": "debug", "walltime": "5"}).walltime_minutes == 5
+        # The compute panel's list: the running session with the time left in its Slurm job.
+        [listed] = [s for s in Compute(inside).list_sessions() if s.name == "pyobj"]
+        left = listed.minutes_left()
+        assert left is not None and 7 <= left <= 10, listed
         # The session's token finds the services in the hub's list, and they answer it.
         assert set(inside.services()) == {"apps", "workshop"}
         assert WorkshopClient(hub=inside).list() == []

@@ -135,3 +135,13 @@ def test_the_lab_extension_is_served_and_login_is_required(lab: Path) -> None:
     assert "shopfloor-jupyterlab" in names
     anonymous = requests.get(f"http://127.0.0.1:{PORT}/shopfloor/lab/status", timeout=30)
     assert anonymous.status_code == 403
+
+
+def test_no_npm_runs_as_the_user_at_server_start(lab: Path) -> None:
+    """jupyter-lsp (a JupyterLab dependency) looked for language servers at every start by
+    running ``npm prefix -g`` as the user, leaving ``~/.npm/_logs``. We ship no language
+    servers (and JupyterLab's LSP is off by default): the environment's ``shopfloor-lsp.json``
+    turns the server extension off."""
+    assert _get("lsp/status").status_code == 404
+    assert _get("shopfloor/lab/status").status_code == 200  # the server itself is fine
+    assert not (lab / ".npm").exists(), sorted(str(p) for p in (lab / ".npm").rglob("*"))

@@ -32,10 +32,13 @@ def user_home() -> Path:
     if os.geteuid() != 0 or shutil.which("sudo") is None:
         pytest.skip("needs root and sudo to submit jobs as another user")
     try:
-        return Path(pwd.getpwnam(TEST_USER).pw_dir)
+        home = Path(pwd.getpwnam(TEST_USER).pw_dir)
     except KeyError:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", TEST_USER], check=True)
-        return Path(pwd.getpwnam(TEST_USER).pw_dir)
+        home = Path(pwd.getpwnam(TEST_USER).pw_dir)
+    # Slurm refuses jobs of users without an association (AccountingStorageEnforce).
+    LocalCluster().accounting.accounts.add_user(TEST_USER, "training", default_account=True)
+    return home
 
 
 @pytest.fixture

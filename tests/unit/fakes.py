@@ -66,8 +66,15 @@ class FakeHub:
         self.services: dict[str, dict[str, Any]] = {}
         #: Service calls (paths under ``/services/``): (method, path) → (status, JSON body).
         self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        #: Extra keys of the ``/shopfloor/partitions`` answer (``accounts``, ...).
+        self.partitions_extra: dict[str, Any] = {}
+        #: The ``/shopfloor/budgets`` answer; None: 404 (a site without accounting).
+        self.budgets: dict[str, Any] | None = None
         #: The ``Authorization`` header of each request, in order (None when absent).
         self.auth: list[str | None] = []
+        #: (site, caller) whose catalog ``/shopfloor/catalog[/check]`` answers with the hub's
+        #: own functions; None: 404 (a hub without a catalog).
+        self.catalog: tuple[Any, Any] | None = None
         handler = _handler(self)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
@@ -139,13 +146,35 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if method == "GET" and path == "/user":
                 return self._send(200, {"name": "alice"})
             if method == "GET" and path == "/shopfloor/partitions":
-                return self._send(200, PARTITIONS)
+                return self._send(200, {**PARTITIONS, **hub.partitions_extra})
+            if method == "GET" and path == "/shopfloor/budgets" and hub.budgets is not None:
+                return self._send(200, hub.budgets)
             if method == "POST" and path == "/shopfloor/validate":
                 return self._validate(body or {})
+            if path.startswith("/shopfloor/catalog") and hub.catalog is not None:
+                return self._catalog(method, path, body)
             if method == "GET" and path == "/users/alice":
                 return self._send(200, {"name": "alice", "servers": hub.servers})
             if path.startswith("/users/alice/servers/"):
                 return self._server(method, path.split("/")[4:], body)
+            return self._send(404, {"status": 404, "message": "Not Found"})
+
+        def _catalog(self, method: str, path: str, body: Any) -> None:
+            from shopfloor.extensions.catalog_api import (
+                CatalogCheckError,
+                catalog_for,
+                path_verdicts,
+            )
+
+            assert hub.catalog is not None
+            site, caller = hub.catalog
+            if method == "GET" and path == "/shopfloor/catalog":
+                return self._send(200, catalog_for(site, caller))
+            if method == "POST" and path == "/shopfloor/catalog/check":
+                try:
+                    return self._send(200, path_verdicts(site, caller, body))
+                except CatalogCheckError as exc:
+                    return self._send(400, exc.as_json())
             return self._send(404, {"status": 404, "message": "Not Found"})
 
         def _validate(self, body: dict[str, Any]) -> None:
@@ -222,7 +251,7 @@ class RecordingSlurm(SlurmSync):
             return "4242\n"
         if args[0] == "squeue":
             state = "CANCELLED" if "4242" in self.cancelled else "PENDING"
-            return f"4242|{state}|Priority|||N/A|alice|debug|x|0\n"
+            return f"4242|{state}|Priority|||N/A|alice|debug|x|0|N/A\n"
         if args[0] == "scancel":
             self.cancelled.append(args[1])
             return ""

@@ -292,6 +292,77 @@ def test_forget_server_record(db: Session) -> None:
     assert kept.state == {"job_id": "42"}
 
 
+# -- pages and shares (the front door: extensions/home.py, extensions/support.py) ----------
+
+
+def test_register_page_handler() -> None:
+    from jupyterhub import handlers
+
+    require_source(JupyterHub.init_handlers, "handlers.default_handlers", JUPYTERHUB,
+                   "extensions/compat.py:register_page_handler")
+    before = list(handlers.default_handlers)
+    try:
+        assert compat.register_page_handler(r"/compat-test", _Handler)
+        assert not compat.register_page_handler(r"/compat-test", _Other)  # the first stays
+        assert [h for p, h, *_ in handlers.default_handlers if p == r"/compat-test"] == [
+            _Handler]
+    finally:
+        handlers.default_handlers[:] = before
+
+
+def _shared_server(db: Session) -> orm.Spawner:
+    """ada's server "work" (with its OAuth client), and a group "support" of bob and ada."""
+    ada = add_user(db, "ada", {"work": True})
+    bob, eve = add_user(db, "bob", {}), add_user(db, "eve", {})
+    row = ada.orm_spawners["work"]
+    client = orm.OAuthClient(identifier="jupyterhub-user-ada-work")
+    db.add(client)
+    row.oauth_client = client
+    db.add(orm.Group(name="support", users=[bob, ada]))
+    db.commit()
+    for user in (bob, eve):  # each entered the server once: an OAuth token for its client
+        db.add(orm.APIToken(user=user, client_id=client.identifier, hashed=f"h-{user.name}",
+                            prefix=user.name[:4], scopes=[]))
+    db.commit()
+    return row
+
+
+def test_share_with_members_and_unshare(db: Session) -> None:
+    from datetime import datetime, timedelta
+
+    row = _shared_server(db)
+    until = datetime.utcnow() + timedelta(hours=1)
+    # The owner, though in the group, gets no share of their own server; eve is not in it.
+    assert compat.share_with_members(db, "ada", "work", "support", until) == ["bob"]
+    assert compat.shared_with(db, "ada", "work") == ["bob"]
+    share = row.shares[0]
+    assert share.scopes == ["access:servers!server=ada/work"] and share.expires_at == until
+    assert compat.group_members(db, "support") == ["ada", "bob"]
+    assert compat.share_with_members(db, "ada", "work", "nobody", until) == []
+    assert compat.share_with_members(db, "ada", "gone", "support", until) == []
+    # Ending it drops the share and bob's token for that server; eve's token is not touched.
+    assert compat.unshare_with_users(db, "ada", "work", ["bob"]) == ["bob"]
+    assert compat.shared_with(db, "ada", "work") == []
+    holders = sorted(t.user.name for t in db.query(orm.APIToken).filter_by(
+        client_id="jupyterhub-user-ada-work"))
+    assert holders == ["eve"]
+
+
+def test_group_shares_do_not_reach_oauth_tokens() -> None:
+    """Why share_with_members shares per member: JupyterHub adds only a token owner's own
+    shares to its scopes, not their groups'. When this fails, one group share may do."""
+    from jupyterhub import scopes
+
+    require_source(scopes.get_scopes_for, "for share in owner.shared_with_me", JUPYTERHUB,
+                   "extensions/compat.py:share_with_members")
+    source = inspect.getsource(scopes.get_scopes_for)
+    token_part = source[source.index("isinstance(orm_object, orm.APIToken)"):
+                        source.index("token_scopes = set(orm_object.scopes)")]
+    assert "groups" not in token_part, changed(
+        JUPYTERHUB, "now adds group shares to OAuth tokens' scopes",
+        "extensions/compat.py:share_with_members (a group share may now suffice)")
+
+
 # -- Voila (the app job) --------------------------------------------------------------------
 
 

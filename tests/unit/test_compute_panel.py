@@ -184,3 +184,26 @@ def test_plain_message_and_links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     link = lab_link(tmp_path / "shopfloor-batch" / "r 1" / "output.ipynb", "out")
     assert 'href="/user/alice/work/lab/tree/shopfloor-batch/r%201/output.ipynb"' in link
     assert lab_link(Path("/etc/passwd"), "x") == "/etc/passwd"
+
+
+def test_accounts_and_budgets_are_offered_as_the_hub_says(panel: ComputePanel,
+                                                          fake: FakeHub) -> None:
+    assert panel.chooser.account.layout.display == "none"  # a site without accounting
+    assert "account" not in panel.chooser.options() and panel.budgets.value == ""
+    fake.partitions_extra = {"accounts": ["proj-chem", "proj-ml"], "default_account": "proj-ml"}
+    fake.budgets = {"budgets": [{"account": "proj-chem", "items": [{
+        "tres": "cpu", "label": "CPU-minutes", "granted": 1000, "used": 900, "running": 50,
+        "remaining": 50, "percent_used": 95.0}], "warnings": ["proj-chem: only 50 of 1,000 "
+                                                              "CPU-minutes left"]}],
+        "warnings": ["proj-chem: only 50 of 1,000 CPU-minutes left"]}
+    panel.refresh()
+    chooser = panel.chooser
+    assert chooser.account.options == ("proj-chem", "proj-ml")
+    assert chooser.account.value == "proj-ml" and chooser.account.layout.display == ""
+    chooser.account.value = "proj-chem"
+    assert chooser.options()["account"] == "proj-chem"
+    assert "950 used / 1,000 granted (50 left)" in panel.budgets.value
+    assert "width:95.0%" in panel.budgets.value
+    assert "Budget running out: proj-chem: only 50" in panel.budgets.value
+    panel.refresh()
+    assert chooser.account.value == "proj-chem"  # the user's choice survives a refresh

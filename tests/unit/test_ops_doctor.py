@@ -6,6 +6,7 @@ checked in tests/integration/test_ops_doctor.py.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 import sqlite3
@@ -55,8 +56,13 @@ Runas and Command-specific defaults for shopfloor:
     JPY_API_TOKEN SHOPFLOOR_APP_SECRET"
 
 User shopfloor may run the following commands on vm:
-    (ALL, !root) NOPASSWD: /usr/bin/sbatch, /usr/bin/scancel
+    (ALL, !root) NOPASSWD: /usr/bin/sbatch, /usr/bin/scancel,
+        /opt/shopfloor/venv/bin/shopfloor-as-user
+    (root) NOPASSWD: /opt/shopfloor/venv/bin/shopfloor-privileged
 """
+AS_USER = "/opt/shopfloor/venv/bin/shopfloor-as-user"
+PRIVILEGED = {"/opt/shopfloor/venv/bin/shopfloor-privileged"}
+NEEDED = {"/usr/bin/sbatch", "/usr/bin/scancel", AS_USER}
 
 
 class FakeSlurm:
@@ -292,8 +298,9 @@ def test_no_free_node_is_a_warning_not_a_failure() -> None:
 
 def test_shipped_rule_passes_the_sudo_check() -> None:
     rules = parse_sudo_list(SUDO_GOOD)
-    assert rules.entries[0].commands == ("/usr/bin/sbatch", "/usr/bin/scancel")
-    assert sudo_problems(rules, {"/usr/bin/sbatch", "/usr/bin/scancel"}) == []
+    assert rules.entries[0].commands == ("/usr/bin/sbatch", "/usr/bin/scancel", AS_USER)
+    assert rules.entries[1].runas == "root"
+    assert sudo_problems(rules, NEEDED, PRIVILEGED) == []
 
 
 def test_shipped_sudoers_file_is_the_rule_the_doctor_checks_for() -> None:
@@ -302,19 +309,31 @@ def test_shipped_sudoers_file_is_the_rule_the_doctor_checks_for() -> None:
 
 
 @pytest.mark.parametrize(("listing", "problem"), [
-    (SUDO_GOOD.replace("/usr/bin/sbatch, /usr/bin/scancel\n", "ALL\n"),
+    (SUDO_GOOD.replace("/usr/bin/sbatch, /usr/bin/scancel,\n", "ALL,\n"),
      "allows a shell or any command (ALL)"),
     (SUDO_GOOD.replace("(ALL, !root)", "(ALL : ALL)"), "may run them as root"),
-    (SUDO_GOOD.replace(", /usr/bin/scancel\n", ", /usr/bin/scancel, /bin/bash\n"),
+    (SUDO_GOOD.replace(", /usr/bin/scancel,\n", ", /usr/bin/scancel, /bin/bash,\n"),
      "allows a shell or any command (/bin/bash)"),
-    (SUDO_GOOD.replace(", /usr/bin/scancel\n", "\n"), "missing /usr/bin/scancel"),
+    (SUDO_GOOD.replace(", /usr/bin/scancel,\n", ",\n"), "missing /usr/bin/scancel"),
+    (SUDO_GOOD.replace("    (root) NOPASSWD: /opt/shopfloor/venv/bin/shopfloor-privileged\n", ""),
+     "missing /opt/shopfloor/venv/bin/shopfloor-privileged"),
+    # The privileged helper as any user, or with fixed arguments nobody checked, or the
+    # as-user helper as root: each is named.
+    (SUDO_GOOD.replace("(root) NOPASSWD", "(ALL) NOPASSWD"), "as any user"),
+    (SUDO_GOOD.replace("venv/bin/shopfloor-privileged\n", "venv/bin/shopfloor-privileged "
+                       "create-account\n"), "allows more than needed"),
+    (SUDO_GOOD.replace("(root) NOPASSWD: /opt/shopfloor/venv/bin/shopfloor-privileged",
+                       "(root) NOPASSWD: /opt/shopfloor/venv/bin/shopfloor-privileged, "
+                       "/opt/shopfloor/venv/bin/shopfloor-as-user"), "may run them as root"),
+    (SUDO_GOOD.replace("venv/bin/shopfloor-as-user\n", "venv/bin/python\n"),
+     "allows a shell or any command (/opt/shopfloor/venv/bin/python)"),
     (SUDO_GOOD.replace("NOPASSWD:", "NOPASSWD: SETENV:"), "SETENV lets the hub pass"),
     (SUDO_GOOD.replace("JPY_API_TOKEN SHOPFLOOR", "JPY_API_TOKEN LD_PRELOAD SHOPFLOOR"),
      "keeps variables beyond the named secrets (LD_PRELOAD)"),
     (SUDO_GOOD.replace("use_pty,", "use_pty, !env_reset,"), "!env_reset passes"),
 ])
 def test_too_broad_sudo_rules_are_named(listing: str, problem: str) -> None:
-    problems = sudo_problems(parse_sudo_list(listing), {"/usr/bin/sbatch", "/usr/bin/scancel"})
+    problems = sudo_problems(parse_sudo_list(listing), NEEDED, PRIVILEGED)
     assert any(problem in p for p in problems), problems
 
 
@@ -359,16 +378,13 @@ def test_world_readable_sqlite_fails_with_chmod(tmp_path: Path) -> None:
 
 def test_postgresql_without_a_driver_says_what_to_install() -> None:
     pytest.importorskip("sqlalchemy")
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("a PostgreSQL driver is installed here")
-    [check] = doctor(db_url="postgresql://shopfloor:pw@db.example/jupyterhub").check_database()
+    # psycopg (the postgresql extra) is installed with the test tier; pg8000 never is.
+    assert importlib.util.find_spec("pg8000") is None
+    [check] = doctor(
+        db_url="postgresql+pg8000://shopfloor:pw@db.example/jupyterhub").check_database()
     assert check.status is Status.FAIL
-    assert "no database driver for postgresql" in check.summary
-    assert "psycopg2-binary" in check.fix
+    assert "no database driver for postgresql+pg8000" in check.summary
+    assert "shopfloor[postgresql]" in check.fix
     assert "pw" not in check.summary + check.fix
 
 

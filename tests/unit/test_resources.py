@@ -10,11 +10,10 @@ from shopfloor.resources import (
     LiveCluster,
     RequestError,
     RequestPolicy,
-    Reservation,
     UserContext,
-    parse_reservations,
 )
 from shopfloor.site import parse_site
+from shopfloor.slurm.reservations import Reservation, parse_reservations
 from shopfloor.slurm.seam import PartitionInfo
 
 SITE = parse_site({

@@ -20,13 +20,17 @@ from shopfloor.slurm.seam import (
 
 def test_parse_squeue() -> None:
     text = (
-        "12|PENDING|Resources|n/a||2026-11-27T10:05:00|alice|gpu|shopfloor-alice|4294901759\n"
-        "13|RUNNING|None|node1|node[1-2]|2026-11-27T09:00:00|bob|cpu|ray|100\n"
+        "12|PENDING|Resources|n/a||2026-11-27T10:05:00|alice|gpu|shopfloor-alice|4294901759|"
+        "N/A\n"
+        "13|RUNNING|None|node1|node[1-2]|2026-11-27T09:00:00|bob|cpu|ray|100|"
+        "2026-11-27T09:15:00\n"
     )
     jobs = parse_squeue(text)
     assert jobs["12"].is_pending and jobs["12"].start == datetime(2026, 11, 27, 10, 5)
+    assert jobs["12"].end is None  # Slurm knows no end before the start
     assert jobs["13"].is_running and jobs["13"].batch_host == "node1"
     assert jobs["13"].nodes == "node[1-2]"
+    assert jobs["13"].end == datetime(2026, 11, 27, 9, 15)  # start + time limit
 
 
 def test_parse_sinfo() -> None:

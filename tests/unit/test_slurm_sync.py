@@ -114,8 +114,9 @@ def tools(tmp_path: Path) -> Path:
           '  *"-j 99"*) echo "squeue: error: Invalid job id specified" >&2; exit 1;;\n'
           '  *"-j 98"*) echo "squeue: error: Unable to contact slurm controller" >&2; exit 1;;\n'
           'esac\n'
-          'echo "12|RUNNING|None|node1|node1|2030-01-02T09:00:00|alice|cpu|ray-x|5"\n'
-          'echo "13|PENDING|Priority|||N/A|bob|gpu|job|7"\n')
+          'echo "12|RUNNING|None|node1|node1|2030-01-02T09:00:00|alice|cpu|ray-x|5|'
+          '2030-01-02T09:30:00"\n'
+          'echo "13|PENDING|Priority|||N/A|bob|gpu|job|7|N/A"\n')
     _tool(tmp_path, "sinfo", 'echo "debug1|idle"; echo "gpu1|down*"\n')
     _tool(tmp_path, "scontrol", 'echo "NodeName=node1 NodeAddr=127.0.2.1 State=IDLE"\n')
     return tmp_path
@@ -128,6 +129,7 @@ def test_sync_typed_answers(tools: Path) -> None:
     assert (tools / "sbatch.umask").read_text().strip() == "0077"  # job output stays private
     jobs = slurm.squeue()
     assert jobs["12"].is_running and jobs["12"].start == datetime(2030, 1, 2, 9)
+    assert jobs["12"].end == datetime(2030, 1, 2, 9, 30) and jobs["13"].end is None
     assert jobs["13"].is_pending and jobs["13"].priority == 7
     assert slurm.squeue(["99"]) == {}  # every listed job has left Slurm's memory
     with pytest.raises(SlurmError) as err:

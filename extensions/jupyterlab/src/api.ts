@@ -23,6 +23,12 @@ export interface IJobStatus {
   gallery_url: string;
   examples_dir: string;
   version: string;
+  /** The hub's idle limit for this session in minutes (0: never stopped for idling). */
+  idle_minutes: number;
+  /** Minutes before that limit at which to warn (0: no warning). */
+  idle_warn_minutes: number;
+  /** Seconds since the server's last activity (the culler's clock), null when unknown. */
+  idle_seconds: number | null;
 }
 
 export interface IHelp extends IJobStatus {
@@ -78,4 +84,18 @@ export function formatLeft(seconds: number): string {
 /** Bytes as GiB with one decimal. */
 export function gib(bytes: number): string {
   return (bytes / 1024 ** 3).toFixed(1);
+}
+
+/** Seconds until the idle culler may stop the session, or null when it never will. */
+export function idleSecondsLeft(
+  status: IJobStatus,
+  receivedAt: number,
+  now: number
+): number | null {
+  if (!status.idle_minutes || status.idle_seconds === null) {
+    return null;
+  }
+  // Idle time keeps growing between polls: the status poll itself is not activity.
+  const idle = status.idle_seconds + (now - receivedAt) / 1000;
+  return status.idle_minutes * 60 - idle;
 }

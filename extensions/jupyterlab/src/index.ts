@@ -30,6 +30,8 @@ import { icons } from './icons';
 import { JobStatusItem } from './statusbar';
 
 const CATEGORY = 'Shopfloor';
+/** The launcher orders sections by their smallest categoryRank; Notebook's is 0: go first. */
+const CATEGORY_RANK = -10;
 
 /** Cards in launcher order: those with a `panel` open that panel's notebook. */
 const CARDS: { id: string; label: string; caption: string; panel?: string }[] = [
@@ -184,7 +186,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (launcher) {
       CARDS.forEach((card, rank) =>
-        launcher.add({ command: CommandIDs.openCard, category: CATEGORY, rank, args: { card: card.id } })
+        launcher.add({
+          command: CommandIDs.openCard,
+          category: CATEGORY,
+          categoryRank: CATEGORY_RANK,
+          rank,
+          args: { card: card.id }
+        })
       );
     }
 

@@ -6,7 +6,14 @@ import { Notification } from '@jupyterlab/apputils';
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
-import { formatLeft, gib, IJobStatus, requestAPI, secondsLeft } from './api';
+import {
+  formatLeft,
+  gib,
+  idleSecondsLeft,
+  IJobStatus,
+  requestAPI,
+  secondsLeft
+} from './api';
 
 const POLL_MS = 30_000;
 const TICK_MS = 10_000;
@@ -78,6 +85,46 @@ export class JobStatusItem extends Widget {
     if (left !== null) {
       this.warn(status, left);
     }
+    this.warnIdle(status);
+  }
+
+  /**
+   * Before the hub's idle culler stops this session: one notification per idle spell, with
+   * "Keep session" (counts as activity) and "Save all"; withdrawn once there is activity.
+   */
+  private warnIdle(status: IJobStatus): void {
+    const left = idleSecondsLeft(status, this.receivedAt, Date.now());
+    const lead = status.idle_warn_minutes * 60;
+    if (left === null || !lead || left > lead) {
+      if (this.idleNotice) {
+        Notification.dismiss(this.idleNotice);
+        this.idleNotice = '';
+      }
+      return;
+    }
+    if (this.idleNotice || left <= 0) {
+      return;
+    }
+    const shown = Math.max(1, Math.floor(left / 60));
+    this.idleNotice = Notification.warning(
+      `Idle: this session stops in about ${shown} minute${shown === 1 ? '' : 's'} ` +
+        `(sessions on ${status.partition} stop after ${status.idle_minutes} idle minutes).`,
+      {
+        autoClose: false,
+        actions: [
+          {
+            label: 'Keep session',
+            caption: 'Count this as activity, so the session is not stopped',
+            callback: () => void requestAPI('keep', { method: 'POST' }).then(() => this.poll())
+          },
+          {
+            label: 'Save all',
+            caption: 'Save every open document',
+            callback: () => void this.commands.execute('docmanager:save-all')
+          }
+        ]
+      }
+    );
   }
 
   /** One notification per threshold and job, also across page reloads. */
@@ -87,7 +134,10 @@ export class JobStatusItem extends Widget {
       if (left > minutes * 60 || left <= 0 || window.localStorage.getItem(key)) {
         continue;
       }
-      window.localStorage.setItem(key, '1');
+      // Every threshold passed by now counts as warned: one notification, not one each.
+      for (const passed of status.warn_minutes.filter(m => left <= m * 60)) {
+        window.localStorage.setItem(`shopfloor:warned:${status.job_id}:${passed}`, '1');
+      }
       const shown = Math.max(1, Math.floor(left / 60)); // as the status item counts
       Notification.warning(
         `This session ends in ${shown} minute${shown === 1 ? '' : 's'} ` +
@@ -103,13 +153,14 @@ export class JobStatusItem extends Widget {
           ]
         }
       );
-      break; // the smallest threshold passed is enough at once
+      break; // one notification for every threshold passed at once
     }
   }
 
   private commands: CommandRegistry;
   private _status: IJobStatus | null = null;
   private receivedAt = 0;
+  private idleNotice = '';
   private pollTimer: number;
   private tickTimer: number;
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from shopfloor.apps.client import AppsClient, AppsError
@@ -28,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         result: Any = client.publish(
             args.notebook, title=args.title, description=args.description, slug=args.slug,
             audience=args.audience, names=args.names or [], compute=_compute(args),
-            files=args.files or [], thumbnail=args.thumbnail,
+            files=args.files or [], thumbnail=args.thumbnail, note=args.note,
         )
         print(f"published {result['owner']}/{result['slug']} v{result['version']}: "
               f"{result['url']} ({result['audience_text']})")
@@ -39,15 +40,33 @@ def _run(args: argparse.Namespace) -> int:
         for app in [] if args.json else apps:
             print(f"{app['owner']}/{app['slug']:24} v{app['version']:<3} "
                   f"{app['audience_text']:28} {app['title']}")
+    elif args.apps_action == "versions":
+        owner, slug = args.app
+        app = client.get(owner, slug)
+        if args.json:
+            print(json.dumps(app["history"], indent=1))
+        for line in [] if args.json else version_lines(app):
+            print(line)
     elif args.apps_action == "rollback":
         owner, slug = args.app
         app = client.rollback(owner, slug, args.to)
-        print(f"{owner}/{slug} now serves v{app['version']}")
+        note = f": {app['note']}" if app.get("note") else ""
+        print(f"{owner}/{slug} now serves v{app['version']}{note}")
     else:
         owner, slug = args.app
         client.unpublish(owner, slug)
         print(f"{owner}/{slug} unpublished")
     return 0
+
+
+def version_lines(app: dict[str, Any]) -> list[str]:
+    """One line per version, newest first: number, date, note; the served one marked."""
+    lines = []
+    for item in sorted(app.get("history", []), key=lambda v: -v["version"]):
+        mark = "*" if item["version"] == app["version"] else " "
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item["created"]))
+        lines.append(f"{mark} v{item['version']:<3} {when}  {item['note'] or '(no note)'}")
+    return lines
 
 
 def run_apps(args: argparse.Namespace) -> int:
@@ -75,6 +94,8 @@ def add_apps_parser(sub: Any) -> None:
     publish.add_argument("--names", nargs="*", help="users or groups to share with")
     publish.add_argument("--files", nargs="*", help="files next to the notebook the app needs")
     publish.add_argument("--thumbnail", help="PNG/JPEG image (default: first figure output)")
+    publish.add_argument("--note", default="",
+                         help="what changed in this version, one line (shown in version lists)")
     publish.add_argument("--partition")
     publish.add_argument("--cpus")
     publish.add_argument("--memory-gb", dest="memory_gb")
@@ -84,6 +105,9 @@ def add_apps_parser(sub: Any) -> None:
     listing.add_argument("--filter", default="all", choices=["all", "mine", "shared"])
     listing.add_argument("--search", default="")
     listing.add_argument("--json", action="store_true")
+    versions = actions.add_parser("versions", help="an app's versions with their notes")
+    versions.add_argument("app", type=_app_ref, help="OWNER/APP")
+    versions.add_argument("--json", action="store_true")
     rollback = actions.add_parser("rollback", help="serve an earlier version again")
     rollback.add_argument("app", type=_app_ref, help="OWNER/APP")
     rollback.add_argument("--to", type=int, help="version number (default: the previous one)")

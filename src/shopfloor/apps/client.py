@@ -6,7 +6,8 @@ in the hub's service list (``$SHOPFLOOR_APPS_URL`` overrides)::
     from shopfloor.apps.client import AppsClient
     apps = AppsClient.from_env()
     app = apps.publish("slider_app.ipynb", title="Wave explorer", audience="groups",
-                       names=["ml-team"], compute={"partition": "cpu", "cpus": 1})
+                       names=["ml-team"], compute={"partition": "cpu", "cpus": 1},
+                       note="First version")
     apps.rollback(app["owner"], app["slug"])
 
 Every check happens in the service; a refusal raises :class:`AppsError` whose ``problems`` map
@@ -87,12 +88,16 @@ class AppsClient:
         compute: Mapping[str, Any] | None = None,
         files: Sequence[str] = (),
         thumbnail: str | os.PathLike[str] | None = None,
+        note: str = "",
     ) -> dict[str, Any]:
-        """Publish ``notebook`` as a new version; returns the app's summary and URL."""
+        """Publish ``notebook`` as a new version; returns the app's summary and URL.
+
+        ``note`` says what changed in this version (one line); version lists show it.
+        """
         body: dict[str, Any] = {
             "notebook": os.path.abspath(notebook), "title": title, "description": description,
             "audience": audience, "names": list(names), "compute": dict(compute or {}),
-            "files": list(files),
+            "files": list(files), "note": note,
         }
         if slug:
             body["slug"] = slug

@@ -20,6 +20,7 @@ import posixpath
 import re
 import secrets
 import shutil
+import struct
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -37,10 +38,12 @@ AUDIENCE_KINDS: tuple[str, ...] = ("private", "users", "groups", "hub", "public"
 #: The fields a publish request may carry.
 PUBLISH_FIELDS = (
     "notebook", "title", "description", "slug", "audience", "names", "compute", "files",
-    "thumbnail",
+    "thumbnail", "note",
 )
 TITLE_MAX = 80
 DESCRIPTION_MAX = 500
+#: A version note ("What changed"): one line, shown beside the version in every version list.
+NOTE_MAX = 200
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _TITLE_RE = re.compile(r"^[\w ,.:;!?'()&+/-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -93,6 +96,7 @@ class PublishSpec:
     compute: dict[str, Any]
     files: tuple[str, ...] = ()
     thumbnail: bytes | None = None
+    note: str = ""  #: what changed in this version, one line
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,12 @@ class AppVersion:
     thumbnail: str | None = None  #: file name of the thumbnail inside the snapshot
     title: str = ""
     description: str = ""
+    note: str = ""  #: what changed in this version ("" for none, and for older stores)
+
+    def describe(self) -> dict[str, Any]:
+        """The version as version lists show it: number, when, title and note."""
+        return {"version": self.number, "created": self.created, "title": self.title,
+                "note": self.note}
 
 
 @dataclass
@@ -155,6 +165,7 @@ class App:
             "audience_names": list(self.audience.names),
             "audience_text": self.audience.describe(), "version": self.current,
             "versions": [v.number for v in self.versions], "updated": self.updated,
+            "note": version.note, "history": [v.describe() for v in self.versions],
             "partition": version.request.get("partition"),
             "has_thumbnail": version.thumbnail is not None,
             "viewers": len(self.usage.viewers), "sessions": self.usage.sessions,
@@ -187,6 +198,13 @@ def check_title(value: Any) -> str:
             "may use letters, digits, spaces and , . : ; ! ? ' ( ) & + / - only"
         )
     return text
+
+
+def check_note(value: Any) -> str:
+    """A version note: optional, one line of at most :data:`NOTE_MAX` characters."""
+    if value is None:
+        return ""
+    return _clean_text(value, "one line saying what changed", NOTE_MAX)
 
 
 def slug_from_title(title: str) -> str:
@@ -314,6 +332,7 @@ def validate_publish(
     take("title", lambda: check_title(raw.get("title")))
     take("description", lambda: _clean_text(
         raw.get("description") or "", "a description", DESCRIPTION_MAX, multiline=True))
+    take("note", lambda: check_note(raw.get("note")))
     take("notebook", lambda: _notebook_path(raw.get("notebook"), home))
     slug = raw.get("slug") or (slug_from_title(values["title"]) if "title" in values else None)
     if slug is not None:
@@ -336,7 +355,7 @@ def validate_publish(
     return PublishSpec(
         notebook=values["notebook"], title=values["title"], description=values["description"],
         slug=values["slug"], audience=audience, compute=dict(compute),
-        files=values["files"], thumbnail=values.get("thumbnail"),
+        files=values["files"], thumbnail=values.get("thumbnail"), note=values["note"],
     )
 
 
@@ -571,7 +590,7 @@ class AppStore:
             number=number, created=now, notebook=notebook_name,
             files=tuple(rel for rel in contents if rel != notebook_name), request=dict(request),
             thumbnail=f".thumbnail/{thumb[0]}" if thumb else None, title=spec.title,
-            description=spec.description,
+            description=spec.description, note=spec.note,
         )
         if existing:
             app = replace(
@@ -639,23 +658,45 @@ def _thumbnail(uploaded: bytes | None, notebook: Mapping[str, Any]) -> tuple[str
 
 
 def _protect(path: Path, gid: int | None, mode: int) -> None:
-    if gid is not None:
+    """Make a snapshot file or folder readable by the owner's group ``gid`` and nobody else.
+
+    As root: owner root, group ``gid``. An unprivileged service (``hub.service_user``) may not
+    give a file to another group, so it keeps the file and grants ``gid`` read (and, for
+    folders, traverse) by a POSIX ACL entry: the owner's app job still reads its snapshot
+    and still cannot change it.
+    """
+    if gid is not None and os.geteuid() == 0:
         os.chown(path, 0, gid, follow_symlinks=False)
     os.chmod(path, mode)
+    if gid is not None and os.geteuid() != 0:
+        os.setxattr(path, "system.posix_acl_access", _group_acl(gid, (mode >> 3) & 0o7),
+                    follow_symlinks=False)
+
+
+def _group_acl(gid: int, perm: int) -> bytes:
+    """A POSIX access ACL (Linux's xattr form): owner rw(x), ``gid`` ``perm``, no one else."""
+    anyone = 0xFFFFFFFF  # ACL_UNDEFINED_ID: the entry is not about one uid or gid
+    entries = [(0x01, 0o7 if perm & 0o1 else 0o6, anyone),  # ACL_USER_OBJ
+               (0x04, 0, anyone),  # ACL_GROUP_OBJ: the service's own group gets nothing
+               (0x08, perm, gid),  # ACL_GROUP: the app owner's group
+               (0x10, perm, anyone),  # ACL_MASK
+               (0x20, 0, anyone)]  # ACL_OTHER
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
 def read_as_user(user: str, path: str, limit: int) -> bytes:
-    """Read ``path`` with ``user``'s own permissions (``sudo -u user cat``), at most limit+1.
+    """Read ``path`` with ``user``'s own permissions (``shopfloor-as-user read``), at most
+    limit+1 bytes.
 
-    The service runs as root: reading as the owner means a symlink in the owner's home can
-    never make the service copy a file the owner could not read.
+    Reading as the owner means a symlink in the owner's home can never make the service
+    copy a file the owner could not read, and a FIFO or device is refused.
     """
     import subprocess
 
-    from shopfloor.userfiles import sudo_argv
+    from shopfloor.userfiles import helper_argv, sudo_argv
 
     proc = subprocess.Popen(
-        sudo_argv(user, ["cat", "--", path]),
+        sudo_argv(user, helper_argv("read", path, str(limit))),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     stdout, stderr = proc.stdout, proc.stderr

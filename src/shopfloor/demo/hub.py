@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -27,10 +28,12 @@ from shopfloor.site import SiteConfig, load_site
 from shopfloor.slurm.seam import SlurmError, SlurmSync
 from shopfloor.userfiles import private_dir, private_file
 
-DEMO_USERS = ("alice", "bob", "trainer", "admin")
+DEMO_USERS = ("alice", "bob", "trainer", "admin", "support")
 #: Debian packages the demo needs, by the command that shows they are installed.
 SYSTEM_PACKAGES = {
     "slurmctld": "slurm-wlm",
+    "slurmdbd": "slurmdbd",
+    "mariadbd": "mariadb-server",
     "munged": "munge",
     "sudo": "sudo",
     "node": "nodejs",
@@ -159,11 +162,34 @@ class Hub:
 
     def environment(self) -> dict[str, str]:
         bin_dir = str(Path(sys.executable).parent)
-        return {
+        env = {
             **os.environ,
             "SHOPFLOOR_SITE": str(self.site_file),
             "PATH": f"{bin_dir}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         }
+        if self.site.hub.service_user:
+            # The service user has no home: node (the proxy) and Python want a writable one.
+            env.update(HOME=str(self.state), USER=self.site.hub.service_user,
+                       LOGNAME=self.site.hub.service_user)
+        return env
+
+    def _service_account(self) -> pwd.struct_passwd | None:
+        """As root with ``hub.service_user`` set: set the user up (account, sudoers rule,
+        state handed over, the demo passwords kept root's) and return it; else None."""
+        if not self.site.hub.service_user:
+            return None
+        if os.geteuid() != 0:
+            raise DemoError("hub.service_user is set: start the hub as root, which hands it "
+                            f"over to {self.site.hub.service_user}")
+        from shopfloor.ops.serviceuser import ServiceUserError, prepare
+
+        try:
+            account = prepare(self.site, keep=(credentials_path().name,))
+        except ServiceUserError as exc:
+            raise DemoError(str(exc)) from None
+        # The site file is read by the hub and its services, as the service user.
+        os.chmod(self.site_file, os.stat(self.site_file).st_mode | 0o004)
+        return account
 
     def start(self, detach: bool, timeout: float = 90) -> None:
         if self.pid() and hub_answers(self.site):
@@ -181,14 +207,27 @@ class Hub:
         # server options, job ids and OAuth codes.
         private_dir(self.state)
         private_file(self.log_file)
+        account = self._service_account()
+        who = f" as {account.pw_name}" if account else ""
         if not detach:
-            say(f"starting JupyterHub at {hub_url(self.site)} (Ctrl-C stops it)")
+            say(f"starting JupyterHub{who} at {hub_url(self.site)} (Ctrl-C stops it)")
             os.chdir(self.state)
+            if account:
+                from shopfloor.ops.serviceuser import drop_privileges
+
+                drop_privileges(account)
+                os.umask(0o077)
             os.execve(self.command()[0], self.command(), self.environment())
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 self.command(), cwd=self.state, env=self.environment(), stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                user=account.pw_uid if account else None,
+                group=account.pw_gid if account else None,
+                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid) if account
+                else None,
+                # As the shipped unit (UMask=0077): what the hub writes is its own.
+                umask=0o077 if account else -1,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -229,6 +268,12 @@ class Hub:
             os.kill(pid, signal.SIGKILL)
         self._stop_orphaned_proxy()
         self.pid_file.unlink(missing_ok=True)
+        if self.site.hub.service_user and self.site.slurm.bin_dir and os.geteuid() == 0:
+            from shopfloor.ops.serviceuser import SUDOERS_PATH, sudoers_path
+
+            # A rule for Slurm tools of this hub only (a test's stand-ins): gone with it.
+            if sudoers_path(self.site) != SUDOERS_PATH:
+                sudoers_path(self.site).unlink(missing_ok=True)
         # The proxy's port is free only once the exited proxy is reaped: wait for it, so that
         # a restart right after a stop finds the port free.
         self._wait_port_free(15)

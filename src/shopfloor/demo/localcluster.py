@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from shopfloor.demo.accounting import LocalAccounting
 from shopfloor.slurm.seam import Slurm, SlurmError
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,11 @@ class LocalCluster:
         self.system_config_dir = system_config_dir
         self._validate_layout()
         self.slurm = Slurm(env={"SLURM_CONF": str(self.slurm_conf)}, timeout=15.0)
+        #: MariaDB + slurmdbd + the demo's accounts (ports next to slurmctld's).
+        self.accounting = LocalAccounting(
+            self.state_dir, self.slurm_conf, self.slurm.sync,
+            db_port=slurmctld_port + 1, dbd_port=slurmctld_port + 2,
+        )
 
     def _validate_layout(self) -> None:
         names = [n.name for n in self.nodes]
@@ -287,9 +293,7 @@ class LocalCluster:
             "# One machine, no cgroups: track processes by parent, bind nothing.",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "JobCompType=jobcomp/none",
+            *self.accounting.slurm_conf_lines(),
             "# Jobs share nodes by CPU and memory.",
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_CPU_Memory",
@@ -379,7 +383,11 @@ class LocalCluster:
             self._check_readable_by_users()
             self._check_root()
             ensure_munge(timeout=max(5.0, deadline - time.monotonic()))
-            if self.write_config() and any(running.values()):
+            # Also a config that an interrupted up() wrote after the controller started.
+            changed = self.write_config() or self._config_newer_than(running)
+            # Every association exists before slurmctld (re)starts enforcing them.
+            self.accounting.up(timeout=max(30.0, deadline - time.monotonic()))
+            if changed and any(running.values()):
                 log.info("cluster layout changed: restarting its daemons")
                 self._stop_all(running)
                 running = self._daemon_pids()
@@ -389,7 +397,10 @@ class LocalCluster:
             # slurmstepd by now, unless they died with a crash.
             cutoff = controller_started or datetime.now() - timedelta(seconds=10)
             self._cancel_lost_jobs(cutoff)
-            return self._wait_ready(deadline)
+            status = self._wait_ready(deadline)
+            self.accounting.apply_limits()
+            self.accounting.learn_new_users()
+            return status
 
     def down(self) -> None:
         """Stop this cluster's ``slurmctld`` and every ``slurmd``; a no-op if none runs.
@@ -399,6 +410,7 @@ class LocalCluster:
         """
         with self._lock():
             self._stop_all(self._daemon_pids())
+            self.accounting.down()
 
     def status(self) -> ClusterStatus:
         """Which daemons are alive, and each node's state as the controller sees it."""
@@ -509,6 +521,14 @@ class LocalCluster:
                 args = [_which_or_fail("slurmd"), "-f", str(self.slurm_conf), "-N", role]
                 self._spawn(role, args)
         return controller_started
+
+    def _config_newer_than(self, running: dict[str, list[int]]) -> bool:
+        """Whether ``slurm.conf`` changed after the running controller started."""
+        started = [_process_start(pid) for pid in running.get("slurmctld", [])]
+        known = [t for t in started if t is not None]
+        with contextlib.suppress(OSError):
+            return bool(known) and self.slurm_conf.stat().st_mtime > min(known) + 1
+        return False
 
     def _cancel_lost_jobs(self, started_before: datetime) -> None:
         """Cancel jobs Slurm believes RUNNING whose processes are gone.
@@ -805,6 +825,17 @@ def _cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, StopIteration, ValueError):
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _processes() -> Iterator[tuple[int, list[str]]]:

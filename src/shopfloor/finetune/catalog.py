@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from shopfloor.errors import ShopfloorError
+
 CARD_FILE = "shopfloor-model.json"
 DEFAULT_CATALOG_DIR = "/opt/shopfloor/models"
 CATALOG_ENV = "SHOPFLOOR_MODEL_CATALOG"
@@ -30,8 +32,10 @@ TASKS: dict[str, str] = {
 }
 
 
-class CatalogError(LookupError):
+class CatalogError(ShopfloorError, LookupError):
     """A model is missing or its folder is broken; the message says what to do."""
+
+    http_status = 404
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shopfloor.finetune.access import SiteCatalog, check_access, session_catalog
 from shopfloor.finetune.catalog import CatalogError, ModelCatalog, ModelEntry
 from shopfloor.finetune.datasets import (
     DataError,
@@ -173,6 +174,8 @@ class Recipe:
     max_failures: int = 1
     runs_dir: str | None = None
     catalog_dir: str | None = None
+    #: Site datasets/models whose licence the user accepted (by catalog name).
+    accepted_licences: list[str] = field(default_factory=list)
 
     @property
     def chosen_method(self) -> str:
@@ -258,8 +261,13 @@ def read_examples(recipe: Recipe, limits: DataLimits | None = None) -> tuple[Tab
     return table, instruction_examples(table, recipe.text_column, recipe.label_column, limits)
 
 
-def check_recipe(recipe: Recipe) -> CheckedRecipe:
-    """Check settings, model and data before any compute; raises :class:`RecipeError`."""
+def check_recipe(recipe: Recipe, site_catalog: SiteCatalog | None = None) -> CheckedRecipe:
+    """Check settings, model and data before any compute; raises :class:`RecipeError`.
+
+    Inside a hub session (or with ``site_catalog``) the site catalog's rules apply too: a
+    model or dataset the user's groups may not use is refused, and so is a dataset whose
+    licence must be accepted until its name is in ``recipe.accepted_licences``.
+    """
     problems = recipe.problems()
     if problems:
         raise RecipeError(problems)
@@ -270,6 +278,12 @@ def check_recipe(recipe: Recipe) -> CheckedRecipe:
     if model.task != recipe.task:
         raise RecipeError({"model": (
             f"{model.name} is a {model.task} model; choose a {recipe.task} model for this task")})
+    site_catalog = site_catalog or session_catalog()
+    if site_catalog is not None:
+        problems = check_access(site_catalog, data=recipe.data, model=model.path,
+                                accepted_licences=recipe.accepted_licences)
+        if problems:
+            raise RecipeError(problems)
     hyper = recipe.hyperparameters()
     try:
         table, examples = read_examples(recipe, PRESETS[recipe.preset].limits)
@@ -492,8 +506,10 @@ class FineTuneJob:
     """
 
     def __init__(self, recipe: Recipe,
-                 on_progress: Callable[[Progress], None] | None = None) -> None:
+                 on_progress: Callable[[Progress], None] | None = None, *,
+                 site_catalog: SiteCatalog | None = None) -> None:
         self.recipe = recipe
+        self.site_catalog = site_catalog
         self.progress = Progress()
         self._listeners: list[Callable[[Progress], None]] = [on_progress] if on_progress else []
         self.checked: CheckedRecipe | None = None
@@ -518,7 +534,7 @@ class FineTuneJob:
 
     def check(self) -> CheckedRecipe:
         """Read and check data and model; raises :class:`RecipeError`. Spends no compute."""
-        self.checked = check_recipe(self.recipe)
+        self.checked = check_recipe(self.recipe, self.site_catalog)
         return self.checked
 
     def _claim_run_dir(self) -> None:
@@ -529,8 +545,8 @@ class FineTuneJob:
                 "catalog_dir": str(ModelCatalog(self.recipe.catalog_dir).root)}
         if path.exists():
             theirs = json.loads(path.read_text())
-            changed = sorted(k for k in mine if k not in {"workers", "max_failures"}
-                             and theirs.get(k) != mine[k])
+            free = {"workers", "max_failures", "accepted_licences"}
+            changed = sorted(k for k in mine if k not in free and theirs.get(k) != mine[k])
             if changed:
                 raise RecipeError({"name": (
                     f"a run called {self.recipe.name!r} exists with other settings "

@@ -17,6 +17,13 @@ from traitlets.config import Configurable
 WARN_ENV = "SHOPFLOOR_WARN_MINUTES"
 HELP_URL_ENV = "SHOPFLOOR_HELP_URL"
 EXAMPLES_SOURCE_ENV = "SHOPFLOOR_EXAMPLES_SOURCE"
+IDLE_MINUTES_ENV = "SHOPFLOOR_IDLE_MINUTES"
+IDLE_WARN_ENV = "SHOPFLOOR_IDLE_WARN_MINUTES"
+
+
+def _env_minutes(name: str, fallback: int) -> int:
+    text = os.environ.get(name, "").strip()
+    return int(text) if text.isdigit() else fallback
 
 
 def parse_minutes(text: str) -> list[int]:
@@ -62,6 +69,27 @@ class ShopfloorLab(Configurable):
     @validate("warn_minutes")
     def _sorted_minutes(self, proposal: dict) -> list[int]:
         return parse_minutes(",".join(str(v) for v in proposal["value"]))
+
+    idle_minutes = Int(
+        0, min=0,
+        help="Minutes without activity after which the hub's idle culler stops this session "
+        f"(the site file's idle limit for its partition, from ${IDLE_MINUTES_ENV}); 0: the "
+        "session is never stopped for being idle, no warning.",
+    ).tag(config=True)
+
+    @default("idle_minutes")
+    def _default_idle_minutes(self) -> int:
+        return _env_minutes(IDLE_MINUTES_ENV, 0)
+
+    idle_warn_minutes = Int(
+        10, min=0,
+        help="Minutes before the idle limit at which JupyterLab warns that the session will be "
+        f"stopped, e.g. 10 (from ${IDLE_WARN_ENV}); 0: no warning.",
+    ).tag(config=True)
+
+    @default("idle_warn_minutes")
+    def _default_idle_warn_minutes(self) -> int:
+        return _env_minutes(IDLE_WARN_ENV, 10)
 
     help_url = Unicode(
         help="The site's help page, opened by the Help card (e.g. https://hpc.example.org/help). "

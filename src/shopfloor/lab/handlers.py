@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
@@ -41,6 +42,15 @@ class LabState:
     root_dir: Path
     hub_prefix: str = ""  #: the hub's base URL (``$JUPYTERHUB_BASE_URL``), "" outside a hub
     examples: CopyReport | None = None
+    #: When the server last did something for its user (jupyter_server's ``last_activity``:
+    #: API requests, kernels, terminals), which the hub's idle culler goes by.
+    last_activity: Callable[[], datetime] | None = None
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since the server's last activity; None when unknown."""
+        if self.last_activity is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - self.last_activity()).total_seconds())
 
     def relative(self, setting: str) -> str:
         """A folder setting as the path JupyterLab's file browser uses."""
@@ -64,6 +74,10 @@ class LabState:
             if self.hub_prefix else "",
             "examples_dir": self.relative(self.config.examples_dir),
             "version": shopfloor_version(),
+            # The idle culler's limit for this session and how long it has been idle.
+            "idle_minutes": self.config.idle_minutes,
+            "idle_warn_minutes": self.config.idle_warn_minutes,
+            "idle_seconds": self.idle_seconds(),
         }
         return status
 
@@ -103,6 +117,11 @@ class _LabHandler(APIHandler):
 class StatusHandler(_LabHandler):
     """``GET status``: the job's facts for the status bar."""
 
+    # The status bar polls this every 30 s: that must not count as the user's activity, or
+    # an open tab would keep a forgotten session from ever being idle (jupyter_server's
+    # documented switch for such handlers).
+    _track_activity = False
+
     @web.authenticated
     async def get(self) -> None:
         status = await self.lab.status()
@@ -121,6 +140,15 @@ class HelpHandler(_LabHandler):
         status = await self.lab.status()
         log = redact(tail(status.log_path, self.lab.config.log_lines))
         self._json({**status.to_json(), "log": log, "text": help_text(status, log)})
+
+
+class KeepHandler(_LabHandler):
+    """``POST keep``: the user chose to keep an idle session (counts as activity)."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        self.update_api_activity()  # now, so the answer shows the idle time restarted
+        self._json({"idle_seconds": self.lab.idle_seconds()})
 
 
 class PanelHandler(_LabHandler):
@@ -155,14 +183,35 @@ class ExamplesHandler(_LabHandler):
         self._json({"dir": self.lab.relative(self.lab.config.examples_dir), **vars(report)})
 
 
+class MyModelsHandler(JupyterHandler):
+    """``GET models``: the user's saved fine-tuned models and runs, read as the user.
+
+    The hub's home page fetches this from the user's running session (same origin, the
+    user's own login): the hub itself never opens users' files. Not an API handler, so a
+    browser without the session's cookie yet is sent through the hub's login and back
+    rather than refused; nor does it count as the user's activity (only API handlers do),
+    so the home page's polling does not keep an idle session alive.
+    """
+
+    @web.authenticated
+    async def get(self) -> None:
+        from shopfloor.finetune.mine import my_models
+
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(my_models()))
+
+
 def handlers(base_url: str, lab: LabState) -> list[tuple[str, type, dict[str, Any]]]:
     prefix = url_path_join(base_url, "shopfloor/lab")
     args = {"lab": lab}
     return [
         (url_path_join(prefix, "status"), StatusHandler, args),
         (url_path_join(prefix, "help"), HelpHandler, args),
+        (url_path_join(prefix, "keep"), KeepHandler, args),
         (url_path_join(prefix, r"panels/(?P<name>[a-z]+)"), PanelHandler, args),
         (url_path_join(prefix, "examples"), ExamplesHandler, args),
+        (url_path_join(prefix, "models"), MyModelsHandler, {}),
     ]
 
 
@@ -175,6 +224,7 @@ def install(serverapp: Any, watcher: JobWatcher | None = None) -> LabState:
         root_dir=Path(serverapp.root_dir).expanduser(),
         hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "") if
         os.environ.get("JUPYTERHUB_API_URL") else "",
+        last_activity=serverapp.web_app.last_activity,
     )
     try:
         report = lab.copy_examples()

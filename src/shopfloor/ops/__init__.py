@@ -3,8 +3,10 @@
 Owns ``shopfloor doctor`` (:mod:`.doctor`: checks that this host, Slurm and the site file fit
 together, each failure with a fix in one line), the site reference generated from the site
 model (:mod:`.sitedoc`, written to ``docs/site-reference.md``), the Prometheus metric
-definitions (:mod:`.metrics`; the hub side records them in ``shopfloor.extensions.metrics``)
-and the systemd units, sudoers rule and logrotate file shipped as package data (``units/``).
+definitions (:mod:`.metrics`; the hub side records them in ``shopfloor.extensions.metrics``),
+the hub database as the site file chooses it (:mod:`.database`: SQLite or PostgreSQL, the
+password from a private file) and the systemd units, sudoers rule and logrotate file shipped
+as package data (``units/``).
 
 May import: the Python standard library, ``prometheus_client``, ``sqlalchemy`` (a JupyterHub
 dependency) and ``shopfloor`` core (``site``, ``timeutil``) and ``shopfloor.slurm``; never

@@ -20,8 +20,9 @@ The checks, in order (their names are what ``--skip`` takes):
     a tiny job on the default partition connects to ``hub.hub_bind_url`` (where sessions call
     home), bounded by ``--probe-timeout``; before the hub runs, the doctor listens there itself;
 ``sudo``
-    with ``--service-user``: ``sudo -l -U USER`` allows exactly ``sbatch`` and ``scancel`` as
-    users other than root, no shell, no environment beyond the named secrets;
+    with ``--service-user`` (default ``hub.service_user``): ``sudo -l -U USER`` allows exactly
+    ``sbatch``, ``scancel`` and ``shopfloor-as-user`` as users other than root, only
+    ``shopfloor-privileged`` as root, no shell, no environment beyond the named secrets;
 ``database``
     the hub database is reachable (SQLite: private file, readable; others: connects when the
     driver is installed);
@@ -58,12 +59,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from shopfloor.site import PartitionPolicy, SiteConfig, load_site
+from shopfloor.site import PartitionPolicy, SiteConfig, SiteConfigError, load_site
 from shopfloor.slurm.seam import Slurm, SlurmError, gpus_in_gres, parse_time_limit
 
 #: The Slurm tools the hub runs *as a user* through sudo (the spawner and the apps runner
-#: submit and cancel jobs under the user's own identity). Nothing else may be allowed.
+#: submit and cancel jobs under the user's own identity), beside ``shopfloor-as-user`` (the
+#: file operations as a user) and, as root, ``shopfloor-privileged``. Nothing else.
 SUDO_COMMANDS = ("sbatch", "scancel")
+AS_USER_HELPER = "shopfloor-as-user"
+PRIVILEGED_HELPER = "shopfloor-privileged"
 #: Variables that may travel through sudo (``--preserve-env=NAME``): the session's token
 #: (``extensions.spawner.SECRET_ENV``) and the app job's secret (``apps.job.SECRET_ENV``).
 SUDO_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "SHOPFLOOR_APP_SECRET")
@@ -153,8 +157,9 @@ class DoctorOptions:
 
 
 def default_db_url(site: SiteConfig) -> str:
-    """The hub database ``install()`` configures: SQLite in ``hub.state_dir``."""
-    return f"sqlite:///{Path(site.hub.state_dir) / 'jupyterhub.sqlite'}"
+    """The hub database ``install()`` configures: ``hub.db_url``, else SQLite in
+    ``hub.state_dir``."""
+    return site.hub.database_url
 
 
 class Doctor:
@@ -362,7 +367,7 @@ class Doctor:
     # -- sudo ---------------------------------------------------------------------------
 
     def check_sudo(self) -> list[Check]:
-        user = self.options.service_user
+        user = self.options.service_user or self.site.hub.service_user
         if not user:
             return [Check("sudo", Status.SKIP, "no --service-user given: the hub runs as "
                           f"{pwd.getpwuid(os.getuid()).pw_name}")]
@@ -376,16 +381,20 @@ class Doctor:
         if listed.returncode != 0:
             return [Check("sudo", Status.WARN, f"cannot list {user}'s sudo rules from here",
                           fix="rerun shopfloor doctor as root", detail=listed.words)]
-        needed = {self._tool_path(t) for t in SUDO_COMMANDS}
-        problems = sudo_problems(parse_sudo_list(listed.stdout), needed)
+        venv_bin = os.path.dirname(sys.executable)  # the doctor runs from the hub's environment
+        needed = {self._tool_path(t) for t in SUDO_COMMANDS} | {
+            os.path.join(venv_bin, AS_USER_HELPER)}
+        privileged = {os.path.join(venv_bin, PRIVILEGED_HELPER)}
+        problems = sudo_problems(parse_sudo_list(listed.stdout), needed, privileged)
         if problems:
             return [Check("sudo", Status.FAIL, f"{user}'s sudo rules: " + "; ".join(problems),
-                          fix=f"make /etc/sudoers.d/shopfloor the shipped rule (shopfloor "
-                          f"doctor's units/shopfloor.sudoers, docs/deploy.md), which allows "
-                          f"only {', '.join(sorted(needed))} as users other than root",
+                          fix=f"install the shipped rule: shopfloor service-user {user} "
+                          f"--sudoers-only (writes /etc/sudoers.d/shopfloor from "
+                          f"units/shopfloor.sudoers; docs/deploy.md)",
                           detail=" ".join(listed.stdout.split()))]
         return [Check("sudo", Status.OK, f"{user} may run exactly {', '.join(sorted(needed))} "
-                      "as users other than root, with only the named variables")]
+                      f"as users other than root and {', '.join(privileged)} as root, with "
+                      "only the named variables")]
 
     def _tool_path(self, tool: str) -> str:
         if self.site.slurm.bin_dir:
@@ -432,14 +441,28 @@ class Doctor:
         import sqlalchemy  # a JupyterHub dependency; imported only for non-SQLite URLs
         from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
+        from shopfloor.ops.database import connect_url
+
         try:
+            # With the password as the hub gets it (hub.db_password_file); shown without.
+            if url == self.site.hub.database_url:
+                url = connect_url(self.site)
             parsed = sqlalchemy.engine.make_url(url)
             shown = parsed.render_as_string(hide_password=True)
+        except SiteConfigError as exc:
+            return Check("database", Status.FAIL, "cannot read the database password",
+                         fix=str(exc))
+        except SQLAlchemyError as exc:
+            return Check("database", Status.FAIL, "the database URL is not valid",
+                         fix="write it as postgresql://USER@HOST/DB (password in "
+                         "hub.db_password_file, ~/.pgpass or $PGPASSWORD)",
+                         detail=str(exc).splitlines()[0])
+        try:
             engine = sqlalchemy.create_engine(parsed, pool_pre_ping=False)
         except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
             return Check("database", Status.FAIL, f"no database driver for {url.split(':')[0]}",
                          fix="install it into the hub's environment, e.g. pip install "
-                         "psycopg2-binary for postgresql://", detail=str(exc))
+                         "\"shopfloor[postgresql]\" (psycopg) for postgresql://", detail=str(exc))
         except SQLAlchemyError as exc:
             return Check("database", Status.FAIL, "the database URL is not valid",
                          fix="write it as postgresql://USER@HOST/DB (password in ~/.pgpass "
@@ -615,21 +638,33 @@ def parse_sudo_list(text: str) -> SudoList:
     return SudoList(" ".join(defaults), tuple(entries))
 
 
-def sudo_problems(rules: SudoList, needed: set[str]) -> list[str]:
-    """What is wrong with a hub's sudo rules: missing, extra or too broad (empty: fine)."""
+def sudo_problems(rules: SudoList, needed: set[str],
+                  privileged: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """What is wrong with a hub's sudo rules: missing, extra or too broad (empty: fine).
+
+    ``needed`` are allowed as users other than root, ``privileged`` (the privileged helper)
+    as root and nothing else as root.
+    """
     problems = []
     allowed = {c for e in rules.entries for c in e.commands}
-    if missing := sorted(needed - {c.split()[0] for c in allowed}):
+    if missing := sorted((needed | privileged) - {c.split()[0] for c in allowed}):
         problems.append(f"missing {', '.join(missing)}")
-    extra = sorted(c for c in allowed if c.split()[0] not in needed)
+    extra = sorted(c for c in allowed if c.split()[0] not in needed | privileged
+                   or (c.split()[0] in privileged and len(c.split()) > 1))
     if shells := [c for c in extra if os.path.basename(c.split()[0]) in _SHELLS]:
         problems.append(f"allows a shell or any command ({', '.join(shells)})")
     elif extra:
         problems.append(f"allows more than needed ({', '.join(extra)})")
     for entry in rules.entries:
         runas = [r.strip() for r in entry.runas.split(":")[0].split(",")]
-        if "root" in runas or ("ALL" in runas and "!root" not in runas):
+        as_root = "root" in runas or ("ALL" in runas and "!root" not in runas)
+        if as_root and {c.split()[0] for c in entry.commands} - privileged:
             problems.append(f"may run them as root (runas ({entry.runas}); write (ALL, !root))")
+        elif as_root and runas != ["root"]:
+            problems.append(f"may run {', '.join(entry.commands)} as any user (runas "
+                            f"({entry.runas}); write (root))")
+        elif not as_root and set(entry.commands) & privileged:
+            problems.append(f"{', '.join(sorted(privileged))} must run as root")
         if "SETENV" in entry.tags:
             problems.append("SETENV lets the hub pass any variable")
     if "!env_reset" in rules.defaults:
@@ -642,12 +677,26 @@ def sudo_problems(rules: SudoList, needed: set[str]) -> list[str]:
     return problems
 
 
-def sudoers_rule(user: str, commands: Sequence[str]) -> str:
-    """The sudoers rule the hub needs (also shipped as ``units/shopfloor.sudoers``)."""
+def sudoers_rule(user: str, commands: Sequence[str],
+                 venv_bin: str = "/opt/shopfloor/venv/bin", tag: str = "") -> str:
+    """The sudoers rule the hub needs (also shipped as ``units/shopfloor.sudoers``):
+    ``commands`` (sbatch, scancel) and ``shopfloor-as-user`` of ``venv_bin`` as users other
+    than root, ``shopfloor-privileged`` as root, and nothing else.
+
+    sudoers aliases are global: a rule for another user, or a second rule (``tag``), gets
+    alias names of its own, so that several rules can sit side by side in sudoers.d.
+    """
+    suffix = "" if user == "shopfloor" and not tag else "_" + re.sub(
+        r"[^A-Z0-9]", "_", f"{user}{tag}".upper())
+    slurm, as_user, root = (f"SHOPFLOOR_{n}{suffix}" for n in ("SLURM", "AS_USER",
+                                                                 "PRIVILEGED"))
     cmds = ", ".join(commands)
-    return (f"Cmnd_Alias SHOPFLOOR_SLURM = {cmds}\n"
-            f'Defaults!SHOPFLOOR_SLURM env_keep += "{" ".join(SUDO_ENV)}"\n'
-            f"{user} ALL=(ALL, !root) NOPASSWD: SHOPFLOOR_SLURM")
+    return (f"Cmnd_Alias {slurm} = {cmds}\n"
+            f"Cmnd_Alias {as_user} = {os.path.join(venv_bin, AS_USER_HELPER)}\n"
+            f"Cmnd_Alias {root} = {os.path.join(venv_bin, PRIVILEGED_HELPER)}\n"
+            f'Defaults!{slurm} env_keep += "{" ".join(SUDO_ENV)}"\n'
+            f"{user} ALL=(ALL, !root) NOPASSWD: {slurm}, {as_user}\n"
+            f"{user} ALL=(root) NOPASSWD: {root}")
 
 
 def site_ports(site: SiteConfig) -> list[tuple[str, str, int]]:

@@ -22,10 +22,12 @@ POLL_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 #: An app's cold start is a Slurm job plus Voila's start.
 APP_START_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
 
-#: Outcomes of a spawn (``outcome`` label of :data:`SPAWN_DURATION`).
-SPAWN_OUTCOMES = ("ready", "failed", "timeout", "cancelled")
+#: Outcomes of a spawn (``outcome`` label of :data:`SPAWN_DURATION`): ``refused`` is a request
+#: the resource policy or Slurm said no to, ``failed`` one that broke on the way.
+SPAWN_OUTCOMES = ("ready", "refused", "failed", "timeout", "cancelled")
 #: Outcomes of a workshop join (``outcome`` label of :data:`WORKSHOP_JOINS`).
-JOIN_OUTCOMES = ("joined", "rejoined", "wrong_code", "full", "closed", "rate_limited")
+JOIN_OUTCOMES = ("joined", "rejoined", "wrong_code", "invalid", "full", "closed",
+                 "rate_limited")
 #: Failure kinds of a Slurm command (``kind`` label of :data:`SLURM_COMMAND_FAILURES`).
 FAILURE_KINDS = ("refused", "unreachable", "timeout")
 
@@ -76,8 +78,8 @@ APP_COLD_START_DURATION = Histogram(
 )
 WORKSHOP_JOINS = Counter(
     "shopfloor_workshop_joins",
-    "Workshop join attempts, by outcome (joined, rejoined, wrong_code, full, closed, "
-    "rate_limited).",
+    "Workshop join attempts, by outcome (joined, rejoined, wrong_code, invalid (a bad "
+    "name), full, closed (the workshop ended), rate_limited).",
     ["outcome"],
 )
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -51,6 +51,8 @@ def type_text(annotation: Any) -> str:
                                _metadata(meta)):
             return "name"
         return type_text(base)
+    if origin is Literal:
+        return " or ".join(json.dumps(a) for a in get_args(annotation))
     if origin in (Union, types.UnionType):
         parts = [a for a in get_args(annotation) if a is not type(None)]
         text = " or ".join(type_text(a) for a in parts)

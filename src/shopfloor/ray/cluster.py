@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from shopfloor.errors import ShopfloorError
 from shopfloor.ray.node import (
     CLUSTER_FILE,
     HEAD_FILE,
@@ -50,6 +51,7 @@ from shopfloor.ray.node import (
     write_json_private,
 )
 from shopfloor.resources import RequestError, ResourceRequest
+from shopfloor.session.hubslurm import session_slurm
 from shopfloor.site import RaySettings
 from shopfloor.slurm.jobscript import JobSpec, build_script
 from shopfloor.slurm.pending import describe_pending
@@ -63,7 +65,7 @@ HEAD_JOB_PREFIX = "shopfloor-ray-"
 WORKER_JOB_PREFIX = "shopfloor-raywk-"
 
 
-class RayClusterError(RuntimeError):
+class RayClusterError(ShopfloorError, RuntimeError):
     """Something the user asked for cannot be done; the message says why and what to do."""
 
 
@@ -139,7 +141,8 @@ class RayCluster:
 
     name: str
     settings: RaySettings = field(default_factory=RaySettings)
-    slurm: SlurmSync = field(default_factory=SlurmSync)
+    #: Slurm as this session reads it: job state from the hub's shared snapshot.
+    slurm: SlurmSync = field(default_factory=session_slurm)
     root: Path | None = None
 
     def __post_init__(self) -> None:
@@ -256,7 +259,7 @@ class RayCluster:
                 raise RayClusterError(
                     "stop_with_session needs a Jupyter session running as a Slurm job"
                 )
-        cluster = cls(name, settings=settings, slurm=slurm or SlurmSync(), root=root)
+        cluster = cls(name, settings=settings, slurm=slurm or session_slurm(), root=root)
         cluster._submit_new(request, idle, session_job, python)
         return cluster
 
@@ -327,8 +330,12 @@ class RayCluster:
 
     def jobs(self) -> list[JobInfo]:
         """This cluster's Slurm jobs that Slurm still lists (first job, then workers)."""
+        config = read_json(self.directory / CLUSTER_FILE) or {}
+        # Naming the jobs lets a cached reader (HubSlurm) answer from a snapshot that
+        # includes a job submitted a moment ago.
+        known = [str(j) for j in [config.get("head_job"), *config.get("workers", [])] if j]
         try:
-            mine = self.slurm.squeue(user=_user())
+            mine = self.slurm.squeue(known or None, user=_user())
         except SlurmError as exc:
             raise RayClusterError(f"Slurm is not answering: {exc.slurm_message}") from None
         names = {HEAD_JOB_PREFIX + self.name, WORKER_JOB_PREFIX + self.name}
@@ -554,12 +561,13 @@ def list_clusters(
     """The user's clusters (from their state folder), newest first; survives kernel restarts."""
     settings = settings or RaySettings()
     base = root or state_root(settings)
+    slurm = slurm or session_slurm()
     found = []
     for directory in base.iterdir():
         if (directory / CLUSTER_FILE).is_file() and _NAME_RE.match(directory.name):
             found.append((directory.stat().st_mtime, directory.name))
     return [
-        RayCluster(name, settings=settings, slurm=slurm or SlurmSync(), root=base)
+        RayCluster(name, settings=settings, slurm=slurm, root=base)
         for _, name in sorted(found, reverse=True)
     ]
 

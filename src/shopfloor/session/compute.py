@@ -10,8 +10,9 @@
     run = compute.run_notebook("analysis.ipynb", partition="cpu", parameters={"n": 10})
 
 Limits and defaults come from the hub (the site's one resource model); live numbers Shopfloor's
-hub API does not carry (idle GPUs, the expected start of queued jobs) come from Slurm through
-:class:`shopfloor.slurm.seam.SlurmSync`, asked as the user.
+hub's partitions do not carry (idle GPUs, the expected start of queued jobs, your batch runs'
+jobs) come from the hub's one shared snapshot of Slurm (:class:`shopfloor.session.hubslurm.
+HubSlurm`), so open panels do not add Slurm calls; submitting and cancelling run as the user.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 
 from shopfloor.session.batch import BatchRun, RunStatus, statuses
 from shopfloor.session.hubapi import Hub
-from shopfloor.session.sessions import Sessions
+from shopfloor.session.hubslurm import session_slurm
+from shopfloor.session.sessions import Session, Sessions
 from shopfloor.slurm.seam import JobInfo, SlurmError, SlurmSync, gpus_in_gres
 from shopfloor.timeutil import format_minutes
 
@@ -132,18 +134,21 @@ def partition_rows(
 class Compute:
     """The user's compute: partitions, sessions and batch runs (what the panel shows).
 
-    ``hub`` defaults to this session's hub, ``slurm`` to Slurm as the current user,
-    ``runs_dir`` to ``~/shopfloor-batch``.
+    ``hub`` defaults to this session's hub, ``slurm`` to Slurm read through that hub
+    (:func:`~shopfloor.session.hubslurm.session_slurm`), ``runs_dir`` to ``~/shopfloor-batch``.
     """
 
     def __init__(self, hub: Hub | None = None, slurm: SlurmSync | None = None,
                  runs_dir: str | Path | None = None) -> None:
         self.hub = hub or Hub()
-        self.slurm = slurm or SlurmSync()
+        self.slurm = slurm or session_slurm(self.hub)
         self.runs_dir = runs_dir
         self.sessions = Sessions(self.hub)
         #: The default partition of the last :meth:`partitions` answer.
         self.default_partition: str | None = None
+        #: Accounts the user may charge and the preselected one (last :meth:`partitions`).
+        self.accounts: list[str] = []
+        self.default_account: str | None = None
         #: Why the last :meth:`partitions` had to do without Slurm's own view ("" if it did).
         self.slurm_problem = ""
 
@@ -151,18 +156,36 @@ class Compute:
         """Partitions the user may use, with live numbers and the expected wait."""
         answer = self.hub.partitions()
         self.default_partition = answer.get("default_partition")
+        self.accounts = list(answer.get("accounts") or [])
+        self.default_account = answer.get("default_account")
         nodes, jobs = self._slurm_view()
         return partition_rows(answer, nodes, jobs)
 
     def _slurm_view(self) -> tuple[dict[str, dict[str, str]] | None, list[JobInfo] | None]:
         try:
-            nodes, jobs = self.slurm.nodes(details=True), self.slurm.squeue()
+            nodes, jobs = self.slurm.nodes(details=True), self.slurm.queue()
         except SlurmError as exc:
             self.slurm_problem = f"Idle GPUs and expected waits are unavailable: " \
                                  f"{exc.slurm_message}"
             return None, None
         self.slurm_problem = ""
-        return nodes, list(jobs.values())
+        return nodes, jobs
+
+    def budgets(self) -> dict[str, Any] | None:
+        """The user's budgets (``used / granted`` per account); None without accounting."""
+        return self.hub.budgets()
+
+    def list_sessions(self) -> list[Session]:
+        """The user's sessions (:meth:`Sessions.list`), each running one with its job's end
+        time; without Slurm's view (or a hub that lists no jobs) the end stays unknown."""
+        sessions = self.sessions.list()
+        if not any(s.state == "running" for s in sessions):
+            return sessions
+        try:
+            jobs = list(self.slurm.squeue(user=self.hub.user).values())
+        except SlurmError:
+            return sessions
+        return [s.with_job_end(self.hub.user, jobs) for s in sessions]
 
     def run_notebook(self, notebook: str | Path, *, parameters: dict[str, Any] | None = None,
                      **resources: Any) -> BatchRun:

@@ -215,6 +215,12 @@ class Hub:
         """``GET /shopfloor/partitions``: partitions the user may use, limits, live numbers."""
         return self.get_json("/shopfloor/partitions")
 
+    def budgets(self) -> dict[str, Any] | None:
+        """``GET /shopfloor/budgets``: the user's accounts and budgets; None on sites without
+        Slurm accounting."""
+        response = self.request("GET", "/shopfloor/budgets", ok=(200, 404))
+        return response.json() if response.status_code == 200 else None
+
     def validate(self, options: dict[str, Any]) -> ResourceRequest:
         """Check raw options with the site's one model (``POST /shopfloor/validate``).
 

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.session.hubapi import Hub, HubError
+from shopfloor.slurm.jobscript import session_job_name
+from shopfloor.slurm.seam import JobInfo
+from shopfloor.timeutil import format_minutes
 
 #: Server names we accept: they become part of Slurm job names and URLs.
 SESSION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -61,6 +66,8 @@ class Session:
     options: dict[str, Any] = field(default_factory=dict)
     started: str | None = None
     message: str = ""
+    #: When the session's Slurm job ends (its end time, local time); None if not known.
+    ends: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -75,6 +82,39 @@ class Session:
     def eta(self) -> str:
         match = _ETA.search(self.message)
         return match.group("eta") if match else ""
+
+    def minutes_left(self, now: datetime | None = None) -> int | None:
+        """Whole minutes until the job ends (0 once past), None when the end is unknown."""
+        if self.ends is None:
+            return None
+        return max(0, int((self.ends - (now or datetime.now())).total_seconds() // 60))
+
+    def time_left_text(self, now: datetime | None = None) -> str:
+        """``"1 hour 5 minutes left (ends 14:32)"``; ``""`` when the end is unknown."""
+        left = self.minutes_left(now)
+        if left is None or self.ends is None:
+            return ""
+        words = "less than a minute" if left < 1 else format_minutes(left)
+        return f"{words} left (ends {self.ends:%H:%M})"
+
+    def with_job_end(self, user: str, jobs: Iterable[JobInfo]) -> Session:
+        """This session with the end time of its running Slurm job among ``jobs``.
+
+        The job is the running one named :func:`session_job_name`; should several run (two
+        hubs on one cluster), the one that started nearest to this server's start.
+        """
+        name = session_job_name(user, self.name)
+        mine = [j for j in jobs if j.is_running and j.name == name and j.user == user]
+        if self.state != "running" or not mine:
+            return self
+        started = _local_time(self.started)
+
+        def distance(job: JobInfo) -> float:
+            if started is None or job.start is None:
+                return 0.0
+            return abs((job.start - started).total_seconds())
+
+        return replace(self, ends=min(mine, key=distance).end)
 
     @classmethod
     def from_model(cls, model: dict[str, Any], message: str = "") -> Session:
@@ -94,6 +134,17 @@ class Session:
             partition=str(partition) if partition else None, options=options,
             started=model.get("started"), message=message,
         )
+
+
+def _local_time(iso: str | None) -> datetime | None:
+    """JupyterHub's UTC timestamp as local time without zone, as Slurm prints times."""
+    if not iso:
+        return None
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo else moment
 
 
 class Sessions:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from urllib.parse import urlparse, urlunparse
 
 from shopfloor.slurm.seam import SlurmError, SlurmSync
@@ -66,6 +67,51 @@ def report_port(port: int, attempts: int = 60, delay: float = 2.0) -> dict[str, 
     raise SystemExit("shopfloor: could not reach the hub to report our port; giving up")
 
 
+#: Modules the server imports but never uses, each costing a noticeable part of the start.
+#: ``rfc3987_syntax``: ``jsonschema`` (through ``jupyter_events``) imports it to check the
+#: ``iri``/``iri-reference`` string formats, and it compiles ~35 Earley parsers at import:
+#: 1-1.6 s of a 3 s start on our 2-core nodes (benchmarks/spawn.py). No Jupyter schema uses
+#: those formats (jupyter_server#1559, jsonschema#1428); without the module ``jsonschema``
+#: simply has no checker for them.
+UNUSED_SLOW_IMPORTS = ("rfc3987_syntax",)
+
+
+def skip_unused_slow_imports(modules: dict[str, object] | None = None) -> list[str]:
+    """Make ``import`` of :data:`UNUSED_SLOW_IMPORTS` fail fast in this (server) process.
+
+    A ``None`` entry in ``sys.modules`` makes ``import name`` raise ``ImportError``, which
+    ``jsonschema`` handles by leaving the format unchecked. Only the job's server process is
+    affected (kernels are processes of their own); a module already imported is left alone.
+    Returns the names it blocked.
+    """
+    table = sys.modules if modules is None else modules
+    blocked = [name for name in UNUSED_SLOW_IMPORTS if name not in table]
+    for name in blocked:
+        table[name] = None
+    return blocked
+
+
+def process_started_at(proc: str = "/proc") -> float | None:
+    """Epoch time at which this process started (the job's batch script, which execs us).
+
+    From ``/proc/self/stat`` (start in clock ticks since boot) and ``/proc/uptime``, good to
+    about 10 ms; ``None`` where there is no ``/proc``.
+    """
+    try:
+        stat = open(f"{proc}/self/stat").read()
+        uptime = float(open(f"{proc}/uptime").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def log_stamp(when: float | None = None) -> str:
+    """A local time as Jupyter Server writes it in its log lines (``2026-11-30 09:31:58.698``)."""
+    return datetime.fromtimestamp(time.time() if when is None else when).strftime(
+        "%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -79,12 +125,18 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(url._replace(netloc=f"{host}:{port}"))
     print(f"shopfloor: starting {args[0]} on {address}:{port}", flush=True)
     reply = report_port(port)
+    # One timestamped line in Jupyter's format: the job log then reads as a timeline of the
+    # start (job start, port reported, the server's own lines), for admins and benchmarks.
+    started = process_started_at()
+    print(f"[I {log_stamp()} shopfloor] port reported to the hub; job started at "
+          f"{log_stamp(started) if started else 'unknown'}", flush=True)
     if reply.get("api_token"):
         # The hub restarted while we were queued and gave this server a new token.
         os.environ["JUPYTERHUB_API_TOKEN"] = os.environ["JPY_API_TOKEN"] = reply["api_token"]
     argv = [*args, f"--ip={address}", f"--port={port}"]
     if os.path.basename(args[0]) == "jupyterhub-singleuser":
         # Run it in this process: a second interpreter start costs about 0.4 s.
+        skip_unused_slow_imports()
         from jupyterhub.singleuser import main as singleuser_main
 
         sys.argv = argv

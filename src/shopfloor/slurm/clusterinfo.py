@@ -8,11 +8,16 @@ never waits on ``sinfo`` except the very first time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from shopfloor.resources import LiveCluster
 from shopfloor.slurm.seam import Slurm, SlurmError
+
+if TYPE_CHECKING:
+    from shopfloor.accounts.info import AccountsInfo
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +25,11 @@ log = logging.getLogger(__name__)
 class ClusterInfo:
     """Cached ``sinfo`` / ``scontrol show reservation`` / pending counts."""
 
-    def __init__(self, slurm: Slurm, cache_seconds: float = 10.0) -> None:
+    def __init__(self, slurm: Slurm, cache_seconds: float = 10.0,
+                 accounts: AccountsInfo | None = None) -> None:
         self.slurm = slurm
+        #: Associations and budgets (sites with accounting), added to every snapshot.
+        self.accounts = accounts
         self.cache_seconds = cache_seconds
         self._snapshot: LiveCluster | None = None
         self._taken = 0.0
@@ -53,8 +61,19 @@ class ClusterInfo:
             self.last_error = str(task.exception())
             log.warning("cluster info refresh failed: %s", self.last_error)
 
-    async def snapshot(self, *, fresh: bool = False) -> LiveCluster:
-        """The cluster as last seen; waits only when nothing was seen yet (or ``fresh``)."""
+    async def snapshot(self, *, fresh: bool = False, user: str | None = None) -> LiveCluster:
+        """The cluster as last seen; waits only when nothing was seen yet (or ``fresh``).
+
+        With accounting, the snapshot carries associations and budgets; ``user`` (the one
+        asking) is looked up afresh when the cache does not know them yet.
+        """
+        snap = await self._cluster_snapshot(fresh=fresh)
+        if self.accounts is None:
+            return snap
+        accounts = await self.accounts.snapshot(user=user, fresh=fresh)
+        return dataclasses.replace(snap, accounts=accounts)
+
+    async def _cluster_snapshot(self, *, fresh: bool = False) -> LiveCluster:
         stale = time.monotonic() - self._taken > self.cache_seconds
         if self._snapshot is None or fresh:
             try:

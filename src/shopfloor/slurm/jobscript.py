@@ -43,6 +43,12 @@ class JobSpec:
     setup: Sequence[str] = ()  #: admin-provided shell lines (site file), run before command
 
 
+def session_job_name(user: str, server: str) -> str:
+    """The Slurm job name of ``user``'s JupyterLab session ``server`` (``""``: the default);
+    the hub names the job so and a session's panel finds the job's end time by it."""
+    return f"shopfloor-{user}-{server or 'default'}"[:120]
+
+
 def sbatch_lines(name: str, req: ResourceRequest, output: str, workdir: str) -> list[str]:
     """The ``#SBATCH`` header for a request."""
     if not _JOB_NAME.match(name):

@@ -12,6 +12,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shopfloor.slurm.seam import JobInfo, Slurm, SlurmError
@@ -47,6 +48,9 @@ class JobWatcher:
         self._error: str | None = None
         self._inflight: asyncio.Future[None] | None = None
         self.squeue_calls = 0
+        #: Told after each batched squeue that answered: (jobs asked, the jobs Slurm listed).
+        #: The hub sets it to ``shopfloor.extensions.metrics.observe_watch``.
+        self.observer: Callable[[int, Mapping[str, JobInfo]], None] | None = None
 
     def watch(self, job_id: str) -> None:
         self._watched.add(job_id)
@@ -69,6 +73,8 @@ class JobWatcher:
             log.warning("squeue failed (%d jobs watched): %s", len(ids), exc)
         else:
             self._jobs, self._ok, self._error = jobs, True, None
+            if self.observer is not None:
+                self.observer(len(ids), jobs)
         self._covered = frozenset(ids)
         self._taken = started
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,17 +34,18 @@ from shopfloor.timeutil import parse_walltime
 from shopfloor.userfiles import sudo_argv
 
 if TYPE_CHECKING:
-    from shopfloor.resources import Reservation
+    from shopfloor.slurm.reservations import Reservation
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-#: squeue fields we read, in order. ``%B`` is the batch host (first node of the allocation).
-_SQUEUE_FORMAT = "%i|%T|%r|%B|%N|%S|%u|%P|%j|%Q"
+#: squeue fields we read, in order. ``%B`` is the batch host (first node of the allocation),
+#: ``%e`` the end time (start plus time limit while running: when the session is killed).
+_SQUEUE_FORMAT = "%i|%T|%r|%B|%N|%S|%u|%P|%j|%Q|%e"
 _SQUEUE_KEYS = (
     "job_id", "state", "reason", "batch_host", "nodes", "start", "user", "partition", "name",
-    "priority",
+    "priority", "end",
 )
 #: sinfo fields per partition: name, availability, time limit, nodes A/I/O/T, CPUs A/I/O/T,
 #: memory per node (MB), generic resources, node count, node names (a hostlist); the default
@@ -80,6 +83,10 @@ class SlurmError(RuntimeError):
         return self.returncode == -1 or any(words in text for words in _UNREACHABLE)
 
 
+#: Told of every command :class:`Slurm` runs: (tool, seconds it took, the error or None).
+SlurmObserver = Callable[[str, float, SlurmError | None], None]
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """One job as ``squeue`` reports it."""
@@ -94,6 +101,8 @@ class JobInfo:
     partition: str
     name: str
     priority: int = 0
+    #: When Slurm ends the job (running: start + time limit); None if Slurm does not know.
+    end: datetime | None = None
 
     @property
     def is_pending(self) -> bool:
@@ -208,6 +217,7 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
             partition=raw["partition"],
             name=raw["name"],
             priority=int(raw["priority"]) if raw["priority"].isdigit() else 0,
+            end=parse_slurm_time(raw["end"]),
         )
     return jobs
 
@@ -352,7 +362,8 @@ def cancel_jobs_of_call(owner: str, names: Sequence[str] | None = None) -> Slurm
     args = ["scancel", "-u", owner]
     if names is not None:
         args[1:1] = ["--name", ",".join(names)]
-    return SlurmCall(tuple(args), _ignore)
+    # As the owner: an unprivileged hub may cancel only through sudo (its sudoers rule).
+    return SlurmCall(tuple(args), _ignore, user=owner)
 
 
 def partitions_call() -> SlurmCall[list[PartitionInfo]]:
@@ -379,8 +390,8 @@ def node_states_call(field_code: str = "%t") -> SlurmCall[dict[str, str]]:
 
 def reservations_call() -> SlurmCall[dict[str, Reservation]]:
     def parse(text: str) -> dict[str, Reservation]:
-        # resources imports this module (hostlists): import its parser when first used.
-        from shopfloor.resources import parse_reservations
+        # reservations imports this module (hostlists): import its parser when first used.
+        from shopfloor.slurm.reservations import parse_reservations
 
         return parse_reservations(text)
 
@@ -446,11 +457,19 @@ class _Runner:
         ``user`` runs it as that Unix user (:func:`~shopfloor.userfiles.sudo_argv`), which keeps
         job submission under the user's own identity. ``keep_env`` names variables that must
         reach the command through ``sudo``: they are passed by name (``--preserve-env``), so
-        their values never appear in a command line.
+        their values never appear in a command line. A hub that is not root changes
+        reservations (which need a Slurm operator) through ``shopfloor-privileged``.
         """
+        if args[0] == "scontrol" and list(args[1:2]) in (["create"], ["update"], ["delete"]) \
+                and "reservation" in " ".join(args).lower() and os.geteuid() != 0:
+            from shopfloor.ops.privileged import privileged_argv
+
+            action = args[1]
+            return privileged_argv("reservation", action,
+                                   *args[3 if action == "create" else 2:])
         tool = os.path.join(self.bin_dir, args[0]) if self.bin_dir else args[0]
         cmd = [tool, *args[1:]]
-        if user is not None:
+        if user is not None and user != pwd.getpwuid(os.geteuid()).pw_name:
             cmd = sudo_argv(user, cmd, preserve_env=keep_env)
         return cmd
 
@@ -489,6 +508,9 @@ class Slurm(_Runner):
     ) -> None:
         super().__init__(bin_dir=bin_dir, env=env, timeout=timeout)
         self._sync: SlurmSync | None = None
+        #: Told of every command run: (tool, seconds, the error or None). The hub sets it to
+        #: ``shopfloor.extensions.metrics.observe_slurm_command``; the seam imports no metrics.
+        self.observer: SlurmObserver | None = None
 
     @property
     def sync(self) -> SlurmSync:
@@ -512,6 +534,19 @@ class Slurm(_Runner):
         ``secret_env`` is added to the command's environment (never to its arguments or logs).
         ``umask`` (if not -1) is the command's umask; ``sudo`` keeps a stricter one.
         """
+        started = time.monotonic()
+        error: SlurmError | None = None
+        try:
+            return await self._run(args, user, stdin, secret_env, umask)
+        except SlurmError as exc:
+            error = exc
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(args[0], time.monotonic() - started, error)
+
+    async def _run(self, args: Sequence[str], user: str | None, stdin: str | None,
+                   secret_env: Mapping[str, str] | None, umask: int) -> str:
         cmd = self._start(args, user, secret_env)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -673,6 +708,10 @@ class SlurmSync(_Runner):
                ) -> dict[str, JobInfo]:
         """All jobs Slurm still knows (every state), optionally restricted to ``job_ids``."""
         return self.call(squeue_call(job_ids, user=user))
+
+    def queue(self) -> list[JobInfo]:
+        """The queue for expected waits: every job (``HubSlurm`` gives others' anonymously)."""
+        return list(self.squeue().values())
 
     def scancel(self, job_id: str, *, user: str | None = None) -> None:
         """Cancel job ``job_id`` (as ``user`` if given)."""

@@ -1,9 +1,11 @@
 """The privileged steps of a workshop: Unix accounts, the Slurm reservation, material, exports.
 
-Run by the ``workshop`` service and the hub (both root). Anything that writes into a user's
-home runs *as that user* (:func:`shopfloor.userfiles.sudo_argv`), so a trainer's or
-participant's symlinks cannot steer root's writes. Scheduler commands are the typed methods of
-:class:`shopfloor.slurm.seam.Slurm`; no Slurm command line is spelled here.
+Run by the ``workshop`` service and the hub (root, or the service user ``hub.service_user``).
+Accounts are made and removed by the one privileged helper (:mod:`shopfloor.ops.privileged`,
+which accepts only ``ws-<workshop>-<n>``). Anything that reads or writes a user's home runs
+*as that user* through ``shopfloor-as-user`` (:func:`shopfloor.userfiles.helper_argv`), so a
+trainer's or participant's symlinks cannot steer a privileged write. Scheduler commands are
+the typed methods of :class:`shopfloor.slurm.seam.Slurm`; no Slurm command line is spelled here.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import asyncio
 import logging
 import os
 import pwd
-import secrets
 import shlex
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from shopfloor.ops.privileged import WORKSHOPS_ACCOUNT, privileged_argv
 from shopfloor.slurm.seam import Slurm, SlurmError
-from shopfloor.userfiles import sudo_argv
+from shopfloor.userfiles import helper_argv, sudo_argv
 from shopfloor.workshops.model import GIT_URL, WorkshopSpec, reservation_name
 
 log = logging.getLogger("shopfloor.workshops.client")
+#: The most bytes :func:`read_as` returns (an exported archive of one participant's home).
+MAX_READ = 1 << 30
 
 
 class OperationError(RuntimeError):
@@ -64,31 +68,45 @@ def home_of(name: str) -> str:
 # -- accounts -------------------------------------------------------------------------------
 
 
-def new_password() -> str:
-    return secrets.token_urlsafe(9)
-
-
 async def create_account(username: str) -> str:
     """Create the Unix account (private home) and return its generated password."""
     if unix_user_exists(username):
         raise OperationError(f"the Unix account {username} already exists")
-    await run(["useradd", "--create-home", "--shell", "/bin/bash", username], what="useradd")
-    os.chmod(home_of(username), 0o700)
-    password = new_password()
-    await run(["chpasswd"], stdin=f"{username}:{password}\n".encode(), what="chpasswd")
-    return password
+    out = await run(privileged_argv("create-account", username), what="create-account")
+    return out.decode().strip()
+
+
+async def associate_participant(username: str) -> None:
+    """Let a new participant charge the workshop's Slurm account (``ws-<workshop>``, made on
+    first use under ``workshops``) by default; Slurm refuses jobs without an association.
+
+    Called after the Unix account exists: slurmctld learns the user's uid from it. Changing
+    associations needs a Slurm administrator, so it goes through the privileged helper.
+    """
+    await run(privileged_argv("slurm-associate", username), what="slurm-associate")
+
+
+async def remove_participant_association(username: str) -> None:
+    """Remove a participant's associations (at the end of the workshop)."""
+    await run(privileged_argv("slurm-dissociate", username), what="slurm-dissociate")
+
+
+async def remove_workshop_account(workshop: str) -> None:
+    """Remove the workshop's Slurm account once its participants are gone (history stays)."""
+    await run(privileged_argv("slurm-remove-account", reservation_name(workshop)),
+              what="slurm-remove-account")
 
 
 async def disable_account(username: str) -> None:
     """Lock the password and expire the account; the home folder stays."""
     if unix_user_exists(username):
-        await run(["usermod", "--lock", "--expiredate", "1", username], what="usermod")
+        await run(privileged_argv("disable-account", username), what="disable-account")
 
 
 async def delete_account(username: str) -> None:
     """Remove the Unix account and its home (after its work was exported)."""
     if unix_user_exists(username):
-        await run(["userdel", "--remove", "--force", username], what="userdel")
+        await run(privileged_argv("delete-account", username), what="delete-account")
 
 
 # -- the reservation ------------------------------------------------------------------------
@@ -163,16 +181,12 @@ async def place_material(username: str, source: str, folder: str) -> bool:
     dest = Path(home_of(username)) / folder
     if dest.exists():
         return False
-    tmp = f"{dest}.partial"
-    if GIT_URL.match(source):
-        fetch = ["git", "clone", "--quiet", "--depth", "1", "--", source, tmp]
-    else:
-        fetch = ["cp", "-r", "--no-preserve=ownership", "--", source.rstrip("/") + "/.", tmp]
-    script = ('test -e "$1" && exit 0; rm -rf -- "$2"; mkdir -p -- "$2" && "${@:3}" && '
-              'mv -- "$2" "$1"')
-    await run(sudo_argv(username, ["bash", "-c", script, "place", str(dest), tmp, *fetch]),
-              timeout=120, what=f"placing material for {username}")
-    return True
+    if not GIT_URL.match(source):
+        source = source.rstrip("/") or "/"
+    out = await run(sudo_argv(username, helper_argv("place-material", str(dest), source,
+                                                    timeout=110)),
+                    timeout=120, what=f"placing material for {username}")
+    return out.strip() == b"placed"
 
 
 # -- exports --------------------------------------------------------------------------------
@@ -180,15 +194,13 @@ async def place_material(username: str, source: str, folder: str) -> bool:
 
 async def write_as(user: str, path: Path, data_cmd: Sequence[str] | None = None,
                    data: bytes | None = None) -> None:
-    """Write ``data`` (or the stdout of ``data_cmd``, run as root) to ``path`` as ``user``.
+    """Write ``data`` (or the stdout of ``data_cmd``) to ``path`` as ``user``.
 
     Written to ``path.part`` first and renamed, so an interrupted export leaves no archive
     that looks complete. Private to ``user``: folders it makes are 0700, the file is 0600
-    (``umask 077``), whatever the user's own umask.
+    (``shopfloor-as-user write``), whatever the user's own umask.
     """
-    script = ('umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && '
-              'mv -f -- "$1.part" "$1"')
-    writer = sudo_argv(user, ["bash", "-c", script, "write", str(path)])
+    writer = sudo_argv(user, helper_argv("write", str(path), timeout=3600))
     if data_cmd is None:
         await run(writer, stdin=data or b"", what=f"writing {path}")
         return
@@ -202,8 +214,7 @@ async def write_as(user: str, path: Path, data_cmd: Sequence[str] | None = None,
         stderr=asyncio.subprocess.PIPE)
     os.close(read_fd)
     (_, perr), (_, cerr) = await asyncio.gather(producer.communicate(), consumer.communicate())
-    # tar exits 1 when files changed while it read them (a running session): still an archive.
-    if producer.returncode not in (0, 1) or consumer.returncode:
+    if producer.returncode or consumer.returncode:
         raise OperationError(
             f"exporting to {path} failed: {(perr or cerr).decode(errors='replace')[-300:]}")
 
@@ -214,30 +225,28 @@ async def private_folder(user: str, folder: Path) -> None:
     Exports hold participants' whole homes: only the trainer who ended the workshop (and
     root) may read them, even where an older export folder was made 0755.
     """
-    script = 'umask 077 && mkdir -p -- "$1" && chmod 0700 -- "$1"'
-    await run(sudo_argv(user, ["bash", "-c", script, "private", str(folder)]),
+    await run(sudo_argv(user, helper_argv("mkdir-private", str(folder))),
               what=f"making {folder} private")
 
 
 async def read_as(user: str, path: Path, timeout: float = 300) -> bytes:
-    """The bytes of ``path``, read as ``user`` (root never opens a path a user controls)."""
-    return await run(sudo_argv(user, ["cat", "--", str(path)]), timeout=timeout,
-                     what=f"reading {path}")
+    """The bytes of ``path``, read as ``user`` (the hub never opens a path a user controls)."""
+    return await run(sudo_argv(user, helper_argv("read", str(path), str(MAX_READ),
+                                                 timeout=timeout)),
+                     timeout=timeout + 5, what=f"reading {path}")
 
 
 async def export_home(username: str, trainer: str, target: Path) -> Path:
-    """A ``.tar.gz`` of the participant's home (caches left out), written as the trainer."""
-    home = Path(home_of(username))
+    """A ``.tar.gz`` of the participant's home (caches left out), read as the participant
+    and written as the trainer: no privileged process opens either home."""
     archive = target / f"{username}.tar.gz"
-    await write_as(trainer, archive, data_cmd=[
-        "tar", "--create", "--gzip", "--file", "-", "--exclude", f"{home.name}/.cache",
-        "--exclude", f"{home.name}/.local/share/jupyter/runtime", "--warning=no-file-changed",
-        "-C", str(home.parent), home.name,
-    ])
+    await write_as(trainer, archive, data_cmd=sudo_argv(
+        username, helper_argv("archive-home", timeout=3600)))
     return archive
 
 
 __all__ = [
+    "WORKSHOPS_ACCOUNT",
     "OperationError",
     "add_reservation_user",
     "cancel_jobs",
