@@ -276,6 +276,9 @@ def install_home(c: Any, site: SiteConfig) -> None:
     if str(HUB_TEMPLATES) not in paths:
         c.JupyterHub.template_paths = [str(HUB_TEMPLATES), *paths]
     register_home_handlers()
+    from shopfloor.extensions.home_models import register_home_models_handler
+
+    register_home_models_handler()  # "My fine-tuned models", asked of the session by the hub
     register_catalog_handlers()
     install_support(c, site)
 

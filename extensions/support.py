@@ -29,6 +29,10 @@ API (JSON, the caller's own token or login):
 * ``POST /hub/api/shopfloor/support``: ``{"server": "", "message": "...", "hours": 2}``;
 * ``DELETE /hub/api/shopfloor/support/<id>``: revoke (the requester) or close (support).
 
+Asking and revoking need access to that server (:func:`own_server_only`): a session's own
+token (``access:servers!server``) may do both for its own session only, which is how the
+JupyterLab Help view asks (``shopfloor/lab/support`` in the session, server-side).
+
 Pages: ``/hub/support`` (support members) and ``/hub/support/<id>/open``.
 """
 
@@ -305,6 +309,18 @@ def support_view(handler: Any, caller: UserContext) -> dict[str, Any]:
 # -- handlers ------------------------------------------------------------------------------
 
 
+def own_server_only(handler: Any, user: str, server: str) -> None:
+    """403 unless the caller's token may open ``user``'s server ``server``.
+
+    A session's own token (``access:servers!server`` only) may thus ask for help on, and
+    revoke access to, that one session and no other of its user's; the user's login and
+    their own tokens (``access:servers!user``) may for each of their sessions.
+    """
+    if not handler.has_scope(f"access:servers!server={user}/{server}"):
+        raise web.HTTPError(403, "this token may ask for help only on its own session "
+                            f"({user}/{server or 'default'} is another)")
+
+
 class SupportApiHandler(_ShopfloorHandler):
     """``GET``: the caller's requests (and the queue, for support). ``POST``: ask for help."""
 
@@ -312,7 +328,9 @@ class SupportApiHandler(_ShopfloorHandler):
         caller = self.caller()
         site = self.ctx.site
         store = support_store(site)
-        answer: dict[str, Any] = {"mine": [r.public() for r in store.requests(user=caller.name)]}
+        answer: dict[str, Any] = {"mine": [r.public() for r in store.requests(user=caller.name)],
+                                  "max_hours": site.support.max_hours,
+                                  "default_hours": site.support.default_hours}
         if is_member(self.db, site, caller):
             answer["queue"] = [r.public() for r in store.requests(state="open")]
         self.finish(json.dumps(answer))
@@ -326,6 +344,7 @@ class SupportApiHandler(_ShopfloorHandler):
             raw = None
         try:
             server, message, hours = validate_request(raw, site.support)
+            own_server_only(self, caller.name, server)
             request = await self._open(caller, server, message, hours)
         except SupportInputError as exc:
             self.set_status(exc.http_status)
@@ -397,6 +416,8 @@ class SupportRequestHandler(_ShopfloorHandler):
         request, caller, _member = self._visible(request_id)
         site = self.ctx.site
         state = "revoked" if request.user == caller.name else "closed"
+        if state == "revoked":
+            own_server_only(self, caller.name, request.server)
         end_access(self.db, support_store(site), request, state, caller.name)
         self.set_status(204)
         self.finish()

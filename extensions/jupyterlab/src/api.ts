@@ -36,6 +36,24 @@ export interface IHelp extends IJobStatus {
   text: string;
 }
 
+/** One help request on this session (`GET shopfloor/lab/support`). */
+export interface IHelpRequest {
+  id: number;
+  state: string;
+  message: string;
+  hours: number;
+  expires_iso: string;
+  /** The support members who may open this session now (empty once it ended). */
+  access: string[];
+}
+
+export interface ISupport {
+  session: string;
+  max_hours: number;
+  default_hours: number;
+  requests: IHelpRequest[];
+}
+
 /** Call the server extension; throws an Error carrying the server's message. */
 export async function requestAPI<T>(
   path: string,

@@ -7,6 +7,7 @@ the server's root folder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -183,14 +184,71 @@ class ExamplesHandler(_LabHandler):
         self._json({"dir": self.lab.relative(self.lab.config.examples_dir), **vars(report)})
 
 
+class SupportHandler(_LabHandler):
+    """``GET support``: this session's help requests and the site's limits; ``POST`` (body
+    ``{"message": ..., "hours": ...}``): ask for help on this session; ``DELETE
+    support/<id>``: revoke. The server asks the hub with its own token (which may do this for
+    this session only), so the browser talks to nobody but its own server.
+    """
+
+    def _hub(self) -> tuple[Any, str]:
+        from shopfloor.session.hubapi import Hub, HubError
+
+        try:
+            return Hub(), os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+        except HubError as exc:
+            raise web.HTTPError(503, str(exc)) from None
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        from shopfloor.session.hubapi import HubError
+
+        try:
+            return await asyncio.to_thread(fn, *args)  # requests blocks; the server must not
+        except HubError as exc:
+            raise web.HTTPError(exc.status or 502, str(exc)) from None
+
+    @web.authenticated
+    async def get(self) -> None:
+        hub, server = self._hub()
+        data = await self._call(hub.help_requests)
+        self._json({
+            "session": server or "default",
+            "max_hours": data.get("max_hours"), "default_hours": data.get("default_hours"),
+            "requests": [r for r in data.get("mine", []) if r.get("server") == server],
+        })
+
+    @web.authenticated
+    async def post(self) -> None:
+        from shopfloor.resources import RequestError
+
+        body = self.get_json_body()
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the body must be a JSON object with message and hours")
+        hub, server = self._hub()
+        try:
+            request = await self._call(hub.ask_for_help, server, body.get("message"),
+                                       body.get("hours"))
+        except RequestError as exc:
+            self._json({"message": str(exc), "problems": dict(exc.problems)}, 400)
+            return
+        self._json(request, 201)
+
+    @web.authenticated
+    async def delete(self, request_id: str) -> None:
+        hub, _server = self._hub()
+        await self._call(hub.revoke_help, int(request_id))
+        self.set_status(204)
+        self.finish()
+
+
 class MyModelsHandler(JupyterHandler):
     """``GET models``: the user's saved fine-tuned models and runs, read as the user.
 
-    The hub's home page fetches this from the user's running session (same origin, the
-    user's own login): the hub itself never opens users' files. Not an API handler, so a
-    browser without the session's cookie yet is sent through the hub's login and back
-    rather than refused; nor does it count as the user's activity (only API handlers do),
-    so the home page's polling does not keep an idle session alive.
+    The hub's home page asks the hub, which asks this for the user with a short-lived token
+    of theirs for this server only (``shopfloor.extensions.home_models``; a browser fetch
+    here would loop through the login, as it lacks this server's XSRF token): the hub itself
+    never opens users' files. Not an API handler, so it does not count as the user's
+    activity (only API handlers do): the home page's polling keeps no idle session alive.
     """
 
     @web.authenticated
@@ -212,6 +270,8 @@ def handlers(base_url: str, lab: LabState) -> list[tuple[str, type, dict[str, An
         (url_path_join(prefix, r"panels/(?P<name>[a-z]+)"), PanelHandler, args),
         (url_path_join(prefix, "examples"), ExamplesHandler, args),
         (url_path_join(prefix, "models"), MyModelsHandler, {}),
+        (url_path_join(prefix, "support"), SupportHandler, args),
+        (url_path_join(prefix, r"support/(?P<request_id>[0-9]{1,12})"), SupportHandler, args),
     ]
 
 

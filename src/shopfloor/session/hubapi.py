@@ -278,5 +278,28 @@ class Hub:
             return latest
         return latest
 
+    # -- help with access that expires ----------------------------------------------------
+
+    def help_requests(self) -> dict[str, Any]:
+        """``GET /shopfloor/support``: the user's help requests (``mine``) and the site's
+        ``max_hours`` and ``default_hours``."""
+        return dict(self.get_json("/shopfloor/support"))
+
+    def ask_for_help(self, server: str, message: Any, hours: Any) -> dict[str, Any]:
+        """Share session ``server`` with the site's support group for ``hours`` (1 to the
+        site's maximum; the hub checks both); returns the request. A bad field raises
+        :class:`~shopfloor.resources.RequestError` naming it."""
+        response = self.request("POST", "/shopfloor/support", ok=(201, 400), json_body={
+            "server": server, "message": message, "hours": hours})
+        data = response.json()
+        if response.status_code == 400:
+            problems = data.get("problems") if isinstance(data, dict) else None
+            raise RequestError(problems or {"body": _message_of(response)})
+        return dict(data)
+
+    def revoke_help(self, request_id: int) -> None:
+        """End help request ``request_id`` and the support group's access at once."""
+        self.request("DELETE", f"/shopfloor/support/{int(request_id)}")
+
 
 __all__ = ["CONNECT_TIMEOUT", "RETRIES", "Hub", "HubError", "http_session"]
