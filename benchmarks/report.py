@@ -75,6 +75,26 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def paired_ratios(
+    numerator: Sequence[RunResult], denominator: Sequence[RunResult]
+) -> dict[str, Any]:
+    """Per-round ratios of two interleaved arms (run *i* of one over run *i* of the other).
+
+    Runs of one round ran seconds apart, so load from other users hits both alike; the
+    median of these ratios is steadier than the ratio of medians when the load drifts.
+    Rounds where either run failed are left out.
+    """
+    by_run = {r.run: r.seconds for r in denominator if r.ok and r.seconds}
+    ratios = [r.seconds / by_run[r.run] for r in numerator
+              if r.ok and r.seconds is not None and r.run in by_run]
+    return {
+        "rounds": len(ratios),
+        "median": _round(median(ratios)),
+        "min": _round(min(ratios)) if ratios else None,
+        "max": _round(max(ratios)) if ratios else None,
+    }
+
+
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 

@@ -19,6 +19,7 @@ Ctrl-C. See ``benchmarks/README.md`` for how to read the result.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import pwd
@@ -398,7 +399,7 @@ def bench_lines(servers: int, concurrency: int, token: str) -> list[str]:
         "c.JupyterHub.tornado_settings.update({'slow_spawn_timeout': 0})",
         f"c.JupyterHub.services.append({{'name': 'bench', 'api_token': {token!r}}})",
         "c.JupyterHub.load_roles.append({'name': 'bench-admin', 'services': ['bench'], "
-        "'scopes': ['admin:users', 'admin:servers', 'tokens']})",
+        "'scopes': ['admin:users', 'admin:servers']})",
         "",
     ]
 
@@ -428,10 +429,12 @@ def ours_config(
     return "\n".join([
         spawn.ours_config(state_dir, ports, site_source=source),
         f"c.ShopfloorSpawner.cmd = [{str(scene.standin)!r}]",
-        "# benchmarks.scale: the apps service stays defined but is not started (see notes).",
-        "for _service in c.JupyterHub.services:",
-        "    if _service.get('name') == 'apps':",
-        "        _service.pop('command', None)",
+        "# benchmarks.scale: the apps service is left out (see notes): not started, it made",
+        "# the hub wait ~30 s for its URL at every start, which the restart figure measures.",
+        "c.JupyterHub.services = [s for s in c.JupyterHub.services if s.get('name') != 'apps']",
+        "for _role in c.JupyterHub.load_roles:",
+        "    if 'apps' in _role.get('services', []):",
+        "        _role['services'] = [s for s in _role['services'] if s != 'apps']",
         *bench_lines(servers, concurrency, token),
     ])
 
@@ -548,19 +551,17 @@ class Arm:
             return None
         return time.perf_counter() - started if resp.status_code == 200 else None
 
-    def user_token(self) -> str:
-        """A short-lived API token of ``USER``, to load the pages as that user would."""
-        resp = self.api("POST", f"/users/{USER}/tokens",
-                        json={"expires_in": 3600, "note": "benchmarks.scale pages"})
-        resp.raise_for_status()
-        return str(resp.json()["token"])
+    def browser(self, password: str) -> requests.Session:
+        """A session logged in as ``USER`` through the login form (pages take no tokens)."""
+        client = spawn.hub_client_class()(self.hub.url)
+        client.login(USER, password)
+        return client.http
 
-    def page_time(self, path: str, token: str) -> float | None:
-        """Seconds a hub page (``/hub/...``) takes to render for ``USER``; ``None`` if not 200."""
+    def page_time(self, browser: requests.Session, path: str) -> float | None:
+        """Seconds a hub page (``/hub/...``) takes to render; ``None`` unless it answers 200."""
         started = time.perf_counter()
         try:
-            resp = self.session.get(f"{self.hub.url}{path}", timeout=30, allow_redirects=False,
-                                    headers={"Authorization": f"token {token}"})
+            resp = browser.get(f"{self.hub.url}{path}", timeout=30, allow_redirects=False)
         except OSError:
             return None
         return time.perf_counter() - started if resp.status_code == 200 else None
@@ -609,16 +610,19 @@ def measure_window(arm: Arm, scene: Scene, seconds: float) -> dict[str, Any]:
 PAGE_SAMPLES = 5
 
 
-def measure_pages(arm: Arm) -> dict[str, Any]:
-    """p50/p95/max of the home page and (ours) a new named server's spawn page."""
+def measure_pages(arm: Arm, credentials: Path) -> dict[str, Any]:
+    """p50/p95/max of the home page and (ours) a new named server's spawn page, as ``USER``
+    logged in through the login form with the demo password."""
     pages = {"home": "/hub/home"}
     if arm.key == "ours":
         pages["spawn_page"] = f"/hub/spawn/{USER}/pagecheck"
     try:
-        token = arm.user_token()
-    except (OSError, ValueError, KeyError) as exc:
-        return {"error": f"no user token: {exc}"}
-    return {name: latency_summary([arm.page_time(path, token) for _ in range(PAGE_SAMPLES)])
+        password = json.loads(credentials.read_text())[USER]
+        browser = arm.browser(password)
+    except (OSError, ValueError, KeyError, AssertionError) as exc:  # the client asserts login
+        return {"error": f"cannot log in as {USER} ({type(exc).__name__}: {exc}); pages "
+                f"need the demo password in {credentials}"}
+    return {name: latency_summary([arm.page_time(browser, path) for _ in range(PAGE_SAMPLES)])
             for name, path in pages.items()}
 
 
@@ -694,7 +698,7 @@ def run_arm(arm: Arm, scene: Scene, args: argparse.Namespace) -> None:
         running = None
     result["window"] = {"servers_ready_at_start": len(tracker.ready),
                         "servers_ready_at_end": running, **window}
-    result["pages"] = measure_pages(arm)
+    result["pages"] = measure_pages(arm, args.credentials)
     if args.restart:
         say(f"{arm.key}: restarting the hub with {running} sessions running")
         result["restart"] = measure_restart(arm, running or 0, args.restart_timeout)
@@ -749,9 +753,10 @@ def notes(args: argparse.Namespace) -> list[str]:
         f"GET /hub/api/users/{USER} (the model lists every server: the heavy one, used for the "
         "target) and GET /hub/api/user (who-am-I), through the hub's proxy with an admin "
         "service token. The window starts after all servers are ready plus --settle seconds.",
-        "Our hub's 'apps' service (published notebooks) stays defined but is not started: "
-        "it is a process of its own, calls no squeue while no app runs, and it outlived its "
-        "hub when the hub was stopped (it did not exit within 20 s of JupyterHub's stop).",
+        "Our hub's 'apps' service (published notebooks) is left out of the config: it is a "
+        "process of its own, calls no squeue while no app runs, and it outlived its hub when "
+        "the hub was stopped (it did not exit within 20 s of JupyterHub's stop); defined but "
+        "not started, it made the hub wait ~30 s for its URL at every start.",
         "Both hubs use slow_spawn_timeout = 0 (POST returns at once) and cleanup_servers = "
         "False; the benchmark stops each hub and then cancels exactly the jobs it submitted. "
         "Stock's req_srun is '" + args.stock_srun + "' (batchspawner's default is 'srun'; "
@@ -909,6 +914,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stock req_srun ('': server in the batch script, as ours)")
     parser.add_argument("--arms", default="ours,stock",
                         help="which arms to run, in order (ours,stock)")
+    parser.add_argument("--credentials", type=Path, default=spawn.DEMO_CREDENTIALS,
+                        help="JSON file of passwords by user, to time the pages as "
+                        f"{USER} ({spawn.DEMO_CREDENTIALS})")
     parser.add_argument("--no-restart", dest="restart", action="store_false",
                         help="skip restarting each hub after the window (timed until every "
                         "session is known again)")

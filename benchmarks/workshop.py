@@ -9,18 +9,21 @@ trainer creates a workshop with a reservation on a temporary partition ``sfworks
 (``OverSubscribe=FORCE:100`` over ``--nodes``, tiny memory per job, deleted at the end).
 Then, per arm:
 
-* ``solo``: one participant alone (the anchor: join → login → session running);
+* ``solo``: one participant alone (join → login → start link → usable);
 * ``crowd``: ``--participants`` at once, each in its own thread, as a class does when the
   trainer shows the code: ``POST /services/workshop/api/join`` (code + name → Unix account,
   hub user, group, reservation), log in through the hub's login form with the shown
   password, open the workshop's start link (``/hub/spawn?opt-partition=..&opt-reservation=
-  ..``), poll until the session is ready.
+  ..``), poll until the session is ready, then open ``/user/NAME/lab`` until it is the
+  JupyterLab page (*usable*);
+* ``admin_one_by_one`` (the anchor): the crowd's servers stopped, an admin starts the same
+  users' servers with the stock REST API one after the other, each until its lab answers.
 
-Sessions run :mod:`benchmarks.standin` (a tiny single-user server), not JupyterLab: 40
-JupyterLabs would measure the 2-core machine. Measured: time from the first join to all
-sessions running (target: under 60 s), each participant's join/login/ready times, and the
-hub API's p95 latency during the crowd (a probe every 0.2 s). The workshop is then ended
-through the service (export, stop, release, delete accounts) and that time is reported too.
+Sessions are real JupyterLab (``--servers real``, the default) or :mod:`benchmarks.standin`
+(``--servers standin``; usable = ready). Measured: time from the first join to every session
+usable (target: under 60 s), the anchor's total, each participant's times, and the hub API's
+p95 latency during the crowd and during the anchor (a probe every 0.2 s). The workshop is
+then ended through the service (export, stop, release, delete accounts) and timed too.
 """
 
 from __future__ import annotations

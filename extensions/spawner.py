@@ -422,8 +422,8 @@ class ShopfloorSpawner(SlurmSpawner):
                 pass
         self.ip = await self.ctx.node_address(self.node_name)
         await self._wait_for_listener()
+        # No save here: JupyterHub stores get_state() (ready included) as start() returns.
         self.job_ready = True
-        self._save_state_now()
         self.log.info(
             "%s: job %s ready on %s (%s:%s)",
             self.log_name, self.job_id, self.node_name, self.ip, self.port,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -91,6 +92,32 @@ def skip_unused_slow_imports(modules: dict[str, object] | None = None) -> list[s
     return blocked
 
 
+_PYTHON_NAME = re.compile(r"^python[0-9.]*$")
+
+
+def is_script_of_this_python(path: str, python: str | None = None) -> bool:
+    """True if ``path`` is a script whose ``#!`` line names this environment's Python.
+
+    The interpreter must sit in the same folder as ``python`` (``sys.executable``), so a
+    script of another virtual environment, whose modules we do not have, is never run here.
+    """
+    python = python or sys.executable
+    try:
+        with open(path, "rb") as script:
+            first = script.readline(512)
+    except OSError:
+        return False
+    if not first.startswith(b"#!"):
+        return False
+    words = first[2:].decode(errors="replace").split()
+    if not words:
+        return False
+    interpreter = words[0]
+    return (os.path.dirname(os.path.abspath(interpreter))
+            == os.path.dirname(os.path.abspath(python))
+            and bool(_PYTHON_NAME.match(os.path.basename(interpreter))))
+
+
 def process_started_at(proc: str = "/proc") -> float | None:
     """Epoch time at which this process started (the job's batch script, which execs us).
 
@@ -141,6 +168,15 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.argv = argv
         sys.exit(singleuser_main())
+    if is_script_of_this_python(args[0]):
+        # Likewise for any other Python server of this environment (a console script such as
+        # jupyter-lab or voila): one interpreter start instead of two.
+        import runpy
+
+        skip_unused_slow_imports()
+        sys.argv = argv
+        runpy.run_path(args[0], run_name="__main__")
+        sys.exit(0)
     os.execv(args[0], argv)
 
 
