@@ -383,6 +383,20 @@ def forget_server_record(db: Session, row: Any) -> None:
     db.delete(server)
 
 
+async def delete_named_server(spawner: Any) -> None:
+    """Delete a named server's record, as ``DELETE /users/:name/servers/:server`` with
+    ``remove`` does: ``User._delete_spawner``, then the row and the ``user.spawners`` entry.
+
+    JupyterHub counts every named server against ``named_server_limit_per_user``, stopped or
+    not, so a record left by a refused first request would use up a slot.
+    """
+    user = spawner.user
+    await user._delete_spawner(spawner)
+    user.db.delete(spawner.orm_spawner)
+    user.spawners.pop(spawner.name, None)
+    user.db.commit()
+
+
 # -- batchspawner settings ShopfloorSpawner does not use -------------------------------------
 
 _PARTITIONS = ("`partitions:` and `default_partition:` in the site file "
@@ -473,6 +487,7 @@ __all__ = [
     "IgnoredSettingError",
     "check_when_hub_config_loaded",
     "create_role",
+    "delete_named_server",
     "delete_role",
     "forget_server_record",
     "grant_role_to_user",

@@ -36,6 +36,7 @@ from traitlets import Float, Unicode, default
 
 from shopfloor.extensions import metrics
 from shopfloor.extensions.compat import (
+    delete_named_server,
     refuse_batchspawner_settings,
     save_spawner_state,
     spawner_log_name,
@@ -66,6 +67,9 @@ class UserSpawnError(SpawnException):
 
 #: What a user sees when slurmctld does not answer at submit time.
 SCHEDULER_UNREACHABLE = "The scheduler is unreachable, try again in a minute."
+
+#: Clean-up tasks in flight (the event loop keeps only weak references to tasks).
+_BACKGROUND: set[asyncio.Future[None]] = set()
 
 
 class ShopfloorSpawner(SlurmSpawner):
@@ -166,7 +170,27 @@ class ShopfloorSpawner(SlurmSpawner):
             asked = str(options.get("partition", "")) if isinstance(options, dict) else ""
             partition = asked if asked in self.ctx.site.partitions else "invalid"
             metrics.observe_spawn(partition, spawn_outcome(exc), time.monotonic() - started)
+            if self.name and self.request is None:
+                # A named server this refused request created (it never had a valid
+                # request): leave nothing behind, or it would count against the limit.
+                task = asyncio.ensure_future(self._forget_refused_server())
+                _BACKGROUND.add(task)
+                task.add_done_callback(_BACKGROUND.discard)
             raise
+
+    async def _forget_refused_server(self) -> None:
+        """Delete this never-started named server once JupyterHub has finished failing it."""
+        for _ in range(500):  # JupyterHub stops the spawner before it re-raises the refusal
+            await asyncio.sleep(0.01)
+            if not self.active:
+                break
+        else:
+            self.log.warning("%s: refused server still busy; not deleted", self.log_name)
+            return
+        try:
+            await delete_named_server(self)
+        except Exception:
+            self.log.exception("%s: could not delete the refused named server", self.log_name)
 
     async def _validate_options(self, options: dict[str, Any]) -> ResourceRequest:
         try:

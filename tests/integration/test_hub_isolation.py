@@ -325,6 +325,28 @@ def test_form_and_url_errors_show_only_the_user_message(hub: RunningHub) -> None
         assert "bob:adm" not in resp.text
 
 
+def test_refused_named_servers_leave_nothing_behind(hub: RunningHub) -> None:
+    """Bad input leaves nothing half-made: JupyterHub counts every named server against the
+    per-user limit, so refused first requests must not leave server records behind."""
+    bob = hub.client("bob")
+    token = bob.token()
+    names = [f"refused{i}" for i in range(7)]  # more than the limit of named servers
+    for name in names:
+        resp = bob.api("POST", f"/users/bob/servers/{name}", token=token,
+                       json={"user_options": {"partition": "debug", "walltime": "8:00:00"}})
+        assert resp.status_code == 400, (name, resp.status_code, resp.text)
+        assert "walltime" in resp.json()["message"]
+    deadline = time.monotonic() + 15
+    left: list[str] = names
+    while time.monotonic() < deadline:
+        servers = bob.api("GET", "/users/bob", token=token).json().get("servers", {})
+        left = [n for n in names if n in servers]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"refused servers still listed: {left}"
+
+
 def test_slurm_refusal_shows_slurms_words_not_the_command(hub: RunningHub,
                                                          group_reservation: str) -> None:
     """An admin (whom the hub lets through) asks for a reservation Slurm refuses him: the

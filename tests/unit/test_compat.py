@@ -390,3 +390,27 @@ async def test_preheated_kernel_tasks(tmp_path: Path) -> None:
         where)
     plain = voila_kernel_manager_factory(AsyncMappingKernelManager, False, 0)
     assert preheated_kernel_tasks(plain(parent=Voila(root_dir=str(tmp_path)))) == []
+
+
+def test_delete_named_server(db: Session) -> None:
+    """``delete_named_server`` relies on ``User._delete_spawner`` (what the REST API's
+    ``remove`` uses) and then drops the row and the ``user.spawners`` entry itself."""
+    from jupyterhub.user import User
+
+    require_class_attribute(User, "_delete_spawner", "delete_named_server")
+    if not inspect.iscoroutinefunction(User._delete_spawner):
+        pytest.fail(changed(JUPYTERHUB, "User._delete_spawner is no longer a coroutine",
+                            "extensions/compat.py:delete_named_server"))
+    row_user = add_user(db, "ada", {"refused": False})
+    row = row_user.orm_spawners["refused"]
+    deleted: list[Any] = []
+
+    async def delete_spawner(spawner: Any) -> None:
+        deleted.append(spawner)
+
+    user = SimpleNamespace(db=db, spawners={}, _delete_spawner=delete_spawner)
+    target = SimpleNamespace(user=user, name="refused", orm_spawner=row)
+    user.spawners["refused"] = target
+    asyncio.run(compat.delete_named_server(target))
+    assert deleted == [target] and user.spawners == {}
+    assert db.query(orm.Spawner).filter_by(name="refused").count() == 0
