@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,14 @@ def test_each_capability_package_says_what_it_owns_and_may_import(name: str) -> 
     doc = package.__doc__ or ""
     assert doc.strip(), f"shopfloor.{name} has no docstring"
     assert "may import" in doc.lower(), f"shopfloor.{name}'s docstring does not say what it imports"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # pytest's default import mode imports test files by basename: two tiers may not share one.
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, Path] = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        if "node_modules" in path.parts:
+            continue
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path
