@@ -286,7 +286,11 @@ def test_install_wires_the_authenticator(tmp_path: Path, monkeypatch: pytest.Mon
     assert "manage_groups" not in settings  # the provider never owns the hub's other groups
     assert c.CryptKeeper["keys"] == [bytes.fromhex(
         (tmp_path / "jupyterhub_crypt_key").read_text().strip())]
-    assert str(REPO / "extensions" / "templates") in c.JupyterHub.template_paths
+    # Our templates as installed (the package's own folder, editable or not).
+    import shopfloor.extensions
+
+    templates = Path(shopfloor.extensions.__file__).resolve().parent / "templates"
+    assert str(templates) in c.JupyterHub.template_paths
     # The authenticator takes the settings as configured.
     auth = ShopfloorOIDCAuthenticator(config=c)
     assert auth.client_id == "shopfloor" and auth.scope[-1] == "offline_access"
