@@ -160,6 +160,11 @@ def test_everything_is_one_click_away(hub: RunningHub, page, artifacts: Path) ->
                      f"node:       {job['nodes']}"):
             assert line in help_text
         assert token not in help_text
+        # The front door on the hub is one click away: home page and catalog.
+        hub_links = page.locator(".sf-help-hub-link")
+        hub_links.first.wait_for()
+        hrefs = {hub_links.nth(i).get_attribute("href") for i in range(hub_links.count())}
+        assert {h.rsplit("/hub/", 1)[-1] for h in hrefs if h} == {"home", "catalog"}, hrefs
         _shot(page, artifacts, "help")
 
         # Publish from an open notebook: toolbar button → dialog → app link.

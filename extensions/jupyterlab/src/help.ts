@@ -3,6 +3,7 @@
  * the job's log) as text to copy, and the site's help page.
  */
 import { Clipboard } from '@jupyterlab/apputils';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { Widget } from '@lumino/widgets';
 
 import { IHelp, ISupport, requestAPI } from './api';
@@ -128,6 +129,21 @@ export class HelpView extends Widget {
         site.appendChild(link);
       } else {
         site.textContent = 'This site has not set a help page; ask your administrators.';
+      }
+      // The front door on the hub: everything you have, and the site's models and datasets.
+      const hubPrefix = PageConfig.getOption('hubPrefix');
+      if (hubPrefix) {
+        const hubHost = PageConfig.getOption('hubHost');
+        for (const [page, label] of [['home', 'Your home page'], ['catalog', 'Models and datasets']]) {
+          const link = document.createElement('a');
+          link.href = hubHost + URLExt.join(hubPrefix, page);
+          link.target = '_blank';
+          link.rel = 'noopener noreferrer';
+          link.className = 'sf-help-hub-link';
+          link.textContent = label;
+          site.appendChild(document.createTextNode(' · '));
+          site.appendChild(link);
+        }
       }
     } catch (error) {
       this.textNode.textContent = `Could not read this session's facts: ${error}`;
