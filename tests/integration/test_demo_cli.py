@@ -67,8 +67,8 @@ def test_credentials_are_json_and_log_in(hub) -> None:  # type: ignore[no-untype
     result = run("demo", "--credentials")
     assert result.returncode == 0
     creds = json.loads(result.stdout)
-    assert set(creds) == {"alice", "bob", "trainer", "admin"}
-    assert len(set(creds.values())) == 4 and all(len(p) >= 12 for p in creds.values())
+    assert set(creds) == {"alice", "bob", "trainer", "admin", "support"}
+    assert len(set(creds.values())) == 5 and all(len(p) >= 12 for p in creds.values())
     hub.client("bob")  # logs in with the printed password, or raises
     bad = requests.post(f"{hub.url}/hub/login", data={"username": "bob", "password": "x"},
                         allow_redirects=False, timeout=10)

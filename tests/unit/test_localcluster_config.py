@@ -84,6 +84,8 @@ def test_partitions_limits_and_default(conf: str) -> None:
     assert parts["debug"]["Nodes"] == "debug1"
     assert parts["debug"]["MaxTime"] == "00:30:00"
     assert [p for p, f in parts.items() if f["Default"] == "YES"] == ["cpu"]
+    # safe budgets never start a job whose time limit is unset: each partition defaults it.
+    assert all(f["DefaultTime"] == f["MaxTime"] for f in parts.values())
 
 
 def test_gpu_partition_says_its_gpus_are_demo_gpus(conf: str) -> None:

@@ -325,9 +325,11 @@ class LocalCluster:
             if part.description:
                 lines.append(f"# {part.name}: {part.description}")
             default = "YES" if part.default else "NO"
+            # DefaultTime: with AccountingStorageEnforce=safe, a job without --time would
+            # otherwise never start on an account with a budget (its limit counts as unknown).
             lines.append(
                 f"PartitionName={part.name} Nodes={','.join(part.nodes)} Default={default} "
-                f"MaxTime={part.max_time} State=UP"
+                f"MaxTime={part.max_time} DefaultTime={part.max_time} State=UP"
             )
         return "\n".join(lines) + "\n"
 
