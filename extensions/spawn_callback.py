@@ -51,6 +51,9 @@ class PortCallbackHandler(APIHandler):
         except ValueError as exc:
             self.log.warning("%s: refused port callback: %s", spawner_log_name(spawner), exc)
             raise web.HTTPError(400, str(exc)) from None
+        if getattr(spawner, "reattach_state", None) is not None:
+            # The reattach has begun but start() has not restored the job yet: retry soon.
+            raise web.HTTPError(503, "The hub is reattaching this server; retry.")
         if not spawner.pending == "spawn":
             if getattr(spawner, "job_id", "") and not getattr(spawner, "job_ready", True):
                 # The hub just restarted and has not reattached this queued job yet: the

@@ -324,7 +324,11 @@ class ShopfloorSpawner(SlurmSpawner):
         if self.api_token and secrets_equal(token, self.api_token):
             return True
         digest = hashlib.sha256(token.encode()).hexdigest()
-        return bool(self.job_token_sha256) and secrets_equal(digest, self.job_token_sha256)
+        if self.job_token_sha256 and secrets_equal(digest, self.job_token_sha256):
+            return True
+        # Reattaching after a restart: JupyterHub cleared the state before start() restores it.
+        saved = (self.reattach_state or {}).get("job_token_sha256", "")
+        return bool(saved) and secrets_equal(digest, saved)
 
     def report_port(self, port: int) -> bool:
         """Record the port the job reported; False if this start already has one.

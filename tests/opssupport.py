@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from support import PORT_BASE, REPO, RunningHub, job_hub_port
+from support import PORT_BASE, REPO, RunningHub, give_to_hub, job_hub_port
 
 from shopfloor.demo.hub import Hub
 from shopfloor.site import load_site
@@ -55,14 +55,17 @@ def cancel_hub_jobs(api_port: int, timeout: float = 30) -> None:
 
 @contextlib.contextmanager
 def private_hub(offset: int, passwords: dict[str, str], hub: dict[str, Any] | None = None,
-                **sections: Any) -> Iterator[RunningHub]:
+                hub_files: tuple[Path, ...] = (), **sections: Any) -> Iterator[RunningHub]:
     """A real hub on ``$SHOPFLOOR_TEST_PORT_BASE + offset``; stopped, its jobs cancelled and
-    its folder removed afterwards, whatever happened."""
+    its folder removed afterwards, whatever happened. ``hub_files`` (secrets the hub reads)
+    are given to its service user."""
     directory = Path(tempfile.mkdtemp(prefix="shopfloor-ops-hub-"))
     directory.chmod(0o711)
     port = PORT_BASE + offset
     site_file = write_site(directory, port, hub, **sections)
     site = load_site(site_file)
+    for path in hub_files:
+        give_to_hub(path, site)
     process = Hub(site, site_file)
     cancel_hub_jobs(port + 1)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -55,6 +56,19 @@ def write_test_site(directory: Path, **overrides: object) -> Path:
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def give_to_hub(path: Path, site: SiteConfig) -> None:
+    """A file the hub reads (a secret, a password file), written by a test as root: the
+    hub's service user's (made if missing), kept 0600, as an admin would leave it."""
+    user = site.hub.service_user
+    if user:
+        from shopfloor.ops.serviceuser import ensure_service_user
+
+        ensure_service_user(user)
+        account = pwd.getpwnam(user)
+        os.chown(path, account.pw_uid, account.pw_gid)
+    path.chmod(0o600)
 
 
 #: The hub a session job reports to, as its job script sets it (``export JUPYTERHUB_API_URL=``).

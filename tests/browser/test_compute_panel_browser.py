@@ -42,7 +42,9 @@ def test_compute_panel_starts_a_session(hub: RunningHub, page, artifacts: Path) 
         page.fill("#username_input", "alice")
         page.fill("#password_input", hub.passwords["alice"])
         page.click("#login_submit")
-        page.goto(f"{hub.url}/user/alice/lab/tree/{NOTEBOOK}")
+        # A fresh workspace: other tests may have left notebooks open in alice's layout,
+        # whose hidden cells would come first.
+        page.goto(f"{hub.url}/user/alice/lab/tree/{NOTEBOOK}?reset")
         cell = page.locator(".jp-Notebook .jp-Cell").first
         cell.wait_for(timeout=60_000)
         # Run the cell once the kernel is up (an earlier Shift+Enter is silently dropped).

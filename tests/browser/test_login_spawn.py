@@ -20,6 +20,9 @@ def test_login_pick_partition_jupyterlab(hub: RunningHub, page, artifacts: Path)
     rows = page.locator("#sf-partitions tbody tr")
     assert rows.count() == 3
     assert "Demo GPUs" in page.locator("tr[data-partition=gpu]").inner_text()
+    # The form preselects alice's last choice (an earlier test may have left debug with other
+    # values), so pick another partition first: choosing debug then fires its reset.
+    page.check("input[name=partition][value=cpu]")
     page.check("input[name=partition][value=debug]")
     # Choosing debug resets the fields to debug's defaults and limits.
     assert page.input_value("#sf-walltime") == "30"

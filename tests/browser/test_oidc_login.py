@@ -28,7 +28,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 from oidc_support import CLIENT_ID, OidcProvider, start_provider
-from support import PORT_BASE, job_hub_port, squeue_jobs, write_test_site
+from support import PORT_BASE, give_to_hub, job_hub_port, squeue_jobs, write_test_site
 
 from shopfloor.demo.hub import Hub
 from shopfloor.site import SiteConfig, load_site
@@ -99,6 +99,7 @@ def oidc_hub(local_cluster: object) -> Iterator[OidcHub]:
         data["group_limits"]["physics"] = {"max_cpus": 1}
         site_file.write_text(yaml.safe_dump(data, sort_keys=False))
         site = load_site(site_file)
+        give_to_hub(secret_file, site)  # the hub reads it as its service user
         process = Hub(site, site_file)
         _cancel_jobs_of_this_hub()
         process.start(detach=True)

@@ -94,7 +94,7 @@ def pg_hub(postgres: Postgres, local_cluster: object,
     secret.chmod(0o600)
     with private_hub(OFFSET, passwords, hub={
             "db_url": f"postgresql://{ROLE}@127.0.0.1:{PG_PORT}/{DATABASE}",
-            "db_password_file": str(secret)}) as hub:
+            "db_password_file": str(secret)}, hub_files=(secret,)) as hub:
         yield hub
 
 
