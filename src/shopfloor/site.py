@@ -335,7 +335,7 @@ class RaySettings(_Strict):
     temp_root: str = Field(
         "/tmp",
         description="Node-local folder under which each node of a cluster gets its own Ray "
-        "temp folder (shopfloor-ray-<user>-<job>-<node index>-<random>, made with mode 700 "
+        "temp folder (sfray-<user>-<job>-<node index>-<random>, made with mode 700 "
         "by mkdtemp, so no other user can make it first). It must be owned by root and "
         "sticky like /tmp (or not writable by users); the launcher refuses it otherwise. "
         "Keep it short: Ray's socket paths must stay under 107 characters.",

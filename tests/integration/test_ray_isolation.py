@@ -76,7 +76,7 @@ def squatted_dirs(local_cluster: object) -> Iterator[list[Path]]:
     try:
         for job in range(first, first + 25):
             for index in (0, 1):
-                name = Path(f"/tmp/shopfloor-ray-alice-{job}-{index}")
+                name = Path(f"/tmp/sfray-alice-{job}-{index}")
                 if run(["mkdir", "-m", "700", str(name)], user="bob").returncode == 0:
                     made.append(name)
                 link = Path(f"{name}-")
@@ -110,9 +110,9 @@ finally:
         temp = Path(info["head"]["temp_dir"])
         assert temp not in squatted_dirs and not any(
             str(temp).startswith(f"{p}/") for p in squatted_dirs)
-        assert temp.name.startswith(f"shopfloor-ray-alice-{info['job']}-0-")
+        assert temp.name.startswith(f"sfray-alice-{info['job']}-0-")
         # Some of bob's folders were the old names of this very job: alice used none of them.
-        assert Path(f"/tmp/shopfloor-ray-alice-{info['job']}-0") in squatted_dirs
+        assert Path(f"/tmp/sfray-alice-{info['job']}-0") in squatted_dirs
         for path in squatted_dirs:
             if not path.is_symlink():
                 assert path.stat().st_uid == pwd.getpwnam("bob").pw_uid

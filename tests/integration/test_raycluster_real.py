@@ -50,10 +50,10 @@ def run(cmd: list[str], user: str | None = None) -> subprocess.CompletedProcess[
 
 def leftovers(user: str, job_ids: list[str]) -> tuple[list[str], list[str]]:
     """(processes, temp folders) of ``user`` still naming one of the clusters' jobs."""
-    markers = [f"shopfloor-ray-{user}-{job}-" for job in job_ids]
+    markers = [f"sfray-{user}-{job}-" for job in job_ids]
     procs = [line for line in run(["ps", "-u", user, "-o", "pid=,args="]).stdout.splitlines()
              if any(m in line for m in markers)]
-    dirs = [str(p) for p in Path("/tmp").glob(f"shopfloor-ray-{user}-*")
+    dirs = [str(p) for p in Path("/tmp").glob(f"sfray-{user}-*")
             if any(p.name.startswith(m) for m in markers)]
     return procs, dirs
 

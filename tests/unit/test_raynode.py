@@ -84,7 +84,7 @@ def job_in_tmp() -> Iterator[str]:
     """A job id no real job has; removes what a test made for it in /tmp (Ray's real root)."""
     job = f"8{os.getpid() % 1000:03d}"
     yield job
-    for path in Path("/tmp").glob(f"shopfloor-ray-*-{job}-*"):
+    for path in Path("/tmp").glob(f"sfray-*-{job}-*"):
         if path.is_symlink() or not path.is_dir():
             path.unlink()
         else:
@@ -96,11 +96,11 @@ def test_temp_dir_is_private_unguessable_and_short_enough_for_sockets(job_in_tmp
     first = make_temp_dir("/tmp", "alice", 1002, job, 1)
     second = make_temp_dir("/tmp", "alice", 1002, job, 1)
     assert first != second  # the same job and node never gets a name twice
-    assert first.name.startswith(f"shopfloor-ray-alice-{job}-1-")
+    assert first.name.startswith(f"sfray-alice-{job}-1-")
     assert first.stat().st_mode & 0o777 == 0o700
     assert len(str(first)) <= raynode.MAX_TEMP_DIR_LENGTH
     long_name = make_temp_dir("/tmp", "a" * 32, 1002, job, 0)
-    assert long_name.name.startswith(f"shopfloor-ray-1002-{job}-0-")
+    assert long_name.name.startswith(f"sfray-1002-{job}-0-")
     with pytest.raises(LaunchError, match="too long"):
         make_temp_dir("/" + "x" * 40, "alice", 1002, job, 0)
 
@@ -108,13 +108,13 @@ def test_temp_dir_is_private_unguessable_and_short_enough_for_sockets(job_in_tmp
 def test_a_squatted_or_predicted_name_is_never_used(job_in_tmp: str, tmp_path: Path) -> None:
     job = job_in_tmp
     # What the old launcher would have used, made first (and a link to a folder we hold).
-    Path(f"/tmp/shopfloor-ray-alice-{job}-0").mkdir()
+    Path(f"/tmp/sfray-alice-{job}-0").mkdir()
     (tmp_path / "bait").mkdir()
-    Path(f"/tmp/shopfloor-ray-alice-{job}-0-").symlink_to(tmp_path / "bait")
+    Path(f"/tmp/sfray-alice-{job}-0-").symlink_to(tmp_path / "bait")
     made = make_temp_dir("/tmp", "alice", 1002, job, 0)
     assert not made.is_symlink() and made.parent == Path("/tmp")
-    assert made.name.startswith(f"shopfloor-ray-alice-{job}-0-") and len(made.name) > len(
-        f"shopfloor-ray-alice-{job}-0-")
+    assert made.name.startswith(f"sfray-alice-{job}-0-") and len(made.name) > len(
+        f"sfray-alice-{job}-0-")
     assert list((tmp_path / "bait").iterdir()) == []
 
 

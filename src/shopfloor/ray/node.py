@@ -58,8 +58,14 @@ NODE_PORTS = (
 )
 HEAD_PORTS = ("port", "dashboard-port")
 #: Ray puts Unix sockets under ``<temp>/session_<date>_<time>_<pid>/sockets/``; a socket path
-#: longer than 107 bytes cannot be bound. 64 bytes are left for Ray's part, 2 for ``/r``.
-MAX_TEMP_DIR_LENGTH = 107 - 64 - 2
+#: longer than 107 bytes cannot be bound. Ray's longest part: the session folder with a
+#: 7-digit pid and the dashboard's longest module socket (``dash_TaskEventsHead``).
+RAY_SOCKET_PART = "/session_2026-01-01_00-00-00_000000_1234567/sockets/dash_TaskEventsHead"
+#: Longest temp folder: Ray's part and ``/r`` (:data:`RAY_SUBDIR`) must still fit.
+MAX_TEMP_DIR_LENGTH = 107 - len(RAY_SOCKET_PART) - 2
+#: Start of a node's temp folder name: short, so that ``/tmp/<prefix><user>-<job>-<node>-``
+#: and the random part fit in :data:`MAX_TEMP_DIR_LENGTH`.
+TEMP_PREFIX = "sfray-"
 #: Length of the random part ``tempfile.mkdtemp`` appends to a name.
 RANDOM_SUFFIX_LENGTH = 8
 #: How many times a node starts Ray with fresh ports after one of its ports was taken.
@@ -146,13 +152,13 @@ def check_temp_root(root: Path) -> None:
 def make_temp_dir(root: str, user: str, uid: int, job: str, index: int) -> Path:
     """Create this node's private Ray temp folder under ``root`` and return it.
 
-    The name starts with ``shopfloor-ray-<user>-<job>-<node>-`` (the uid replaces a name too
+    The name starts with ``sfray-<user>-<job>-<node>-`` (the uid replaces a name too
     long for Ray's sockets) and ends with a random part: ``mkdtemp`` creates it atomically
     with mode 700 and retries on a name that exists, so a folder or link another user made
     first is never used, and nobody can guess the next name to make it first.
     """
     base = Path(root)
-    prefixes = [f"shopfloor-ray-{who}-{job}-{index}-" for who in (user, str(uid))]
+    prefixes = [f"{TEMP_PREFIX}{who}-{job}-{index}-" for who in (user, str(uid))]
     fitting = [p for p in prefixes
                if len(str(base / p)) + RANDOM_SUFFIX_LENGTH <= MAX_TEMP_DIR_LENGTH]
     if not fitting:
