@@ -9,7 +9,8 @@ Arms, interleaved per round with the first arm rotating, on the same cluster (pa
 
 * ``ours_Nn``: ``RayCluster.create(...)`` as the user; *ready* = all N nodes ALIVE and the Jobs
   API answers (with the token). Phases: the head's launcher running, the head's dashboard
-  answering, all nodes joined, the Jobs API answering.
+  answering, the head node alive in Ray, all nodes joined, the Jobs API answering. Polled as
+  the anchor is: the state API every 0.1 s, Slurm + Ray status every 1 s.
 * ``ray_loop_Nn`` (the anchor): Ray's ``slurm-basic.sh`` as a careful site engineer writes
   it, the fixed sleeps replaced by readiness loops (GCS port open → all workers at once →
   state API lists N nodes ALIVE and the Jobs API answers → the program line). *ready* = the
@@ -55,29 +56,43 @@ wall0, start = time.time(), time.monotonic()
 c = RayCluster.create({name!r}, req, settings=RaySettings(idle_timeout_minutes=5))
 marks = {{"submitted": time.monotonic() - start}}
 job = c.config()["head_job"]
+next_full, status = 0.0, None
 try:
+    # Polls like the anchor's harness: the head's state API every 0.1 s (one HTTP call), the
+    # full status (Slurm + Ray, as RayCluster.wait_ready) every 1 s or once all nodes are up.
     while time.monotonic() - start < 120:
         now = time.monotonic() - start
-        if "head_up" not in marks and c.ray_nodes() is not None:
-            marks["head_up"] = now
-        status = c.status()
-        if status.phase == "stopped":
-            raise SystemExit("the cluster stopped: " + status.message)
-        if status.ready:
+        nodes = c.ray_nodes()
+        alive = sum(n.get("state") == "ALIVE" for n in nodes or [])
+        if nodes is not None:
             marks.setdefault("head_up", now)
-            marks.setdefault("nodes_joined", now)
-            # Ready means the Jobs API answers too (what a user submits to).
-            if requests.get(c.dashboard_address + "/api/jobs/", headers=c.auth_header(),
-                            timeout=5).status_code == 200:
-                break
-        time.sleep(0.05)
+        if alive >= 1:
+            marks.setdefault("head_node_alive", now)
+        if status is None or now >= next_full or alive >= {nodes}:
+            status, next_full = c.status(), now + 1.0
+            if status.phase == "stopped":
+                raise SystemExit("the cluster stopped: " + status.message)
+            if status.ready:
+                marks.setdefault("head_up", now)
+                marks.setdefault("head_node_alive", now)
+                marks.setdefault("nodes_joined", now)
+                # Ready means the Jobs API answers too (what a user submits to).
+                if requests.get(c.dashboard_address + "/api/jobs/", headers=c.auth_header(),
+                                timeout=5).status_code == 200:
+                    break
+        time.sleep(0.1)
     else:
-        raise SystemExit("not ready within 120 s: " + status.message)
+        raise SystemExit("not ready within 120 s: " + (status.message if status else "-"))
     ready = marks["jobs_api_ready"] = time.monotonic() - start
     head = c.head() or {{}}
 finally:
     # Also when not ready: never leave the cluster's job to idle out on the shared nodes.
     c.stop()
+    if "jobs_api_ready" not in marks:  # keep why in the report: forget() removes the log
+        import sys
+        for log in sorted((c.directory / "logs").glob("*.log")):
+            lines = [l for l in log.read_text(errors="replace").splitlines() if "raynode" in l]
+            print("\\n".join(l[:300] for l in lines[-6:]), file=sys.stderr)
     c.forget()
 marks["head_job_started"] = head.get("started", wall0) - wall0
 print(json.dumps({{"seconds": ready, "job_id": job, "nodes_alive": status.nodes_alive,
@@ -175,12 +190,23 @@ def sh(cmd: list[str], timeout: float = 60, **kw: Any) -> subprocess.CompletedPr
                           **kw)
 
 
-def wait_job_gone(job: str, timeout: float = 60) -> None:
+def wait_job_gone(job: str, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not sh(["squeue", "-h", "-j", job, "-o", "%T"]).stdout.strip():
-            return
+            return True
         time.sleep(0.5)
+    return False
+
+
+def cancel_job(job: str, tries: int = 3) -> None:
+    """``scancel`` until Slurm lets the job go: a cancel lost on a busy slurmctld would leave
+    the anchor's job holding both nodes, and every later run would wait for it."""
+    for _ in range(tries):
+        sh(["scancel", job])
+        if wait_job_gone(job, timeout=30):
+            return
+    print(f"job {job} is still in the queue after {tries} cancels", file=sys.stderr)
 
 
 def run_ours(run: int, user: str, partition: str, nodes: int) -> RunResult:
@@ -190,7 +216,9 @@ def run_ours(run: int, user: str, partition: str, nodes: int) -> RunResult:
              cwd="/tmp")
     if out.returncode != 0:
         lines = (out.stderr.strip() or "no output").splitlines()
-        return RunResult(run, False, error=lines[-1][-300:])
+        # The launcher's last lines (printed before the error) say what Ray did.
+        return RunResult(run, False, error=lines[-1][-300:],
+                         detail={"launcher_log": lines[-7:-1]})
     data = json.loads(out.stdout.strip().splitlines()[-1])
     wait_job_gone(data["job_id"])
     return RunResult(run, True, data["seconds"], detail={
@@ -261,8 +289,7 @@ def run_script(run: int, user: str, partition: str, nodes: int, *, loop: bool,
                   "gcs_up": _stamp(workdir / f"gcs-{job}", wall0),
                   "program_line": _stamp(workdir / f"payload-{job}", wall0)}
     finally:
-        sh(["scancel", job])
-        wait_job_gone(job)
+        cancel_job(job)
         sh(["rm", "-rf", str(workdir)])
     if payload is None or ray_ready is None:
         return RunResult(run, False, error="not ready (payload reached and all nodes alive) "

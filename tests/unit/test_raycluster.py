@@ -318,3 +318,51 @@ def test_panel_shows_field_problems_in_plain_words(tmp_path: Path, slurm: FakeSl
     panel.create_button.click()
     assert "name:" in panel.status.value and "lowercase" in panel.status.value
     assert "Traceback" not in panel.status.value and slurm.scripts == []
+
+
+class CountingSlurm(FakeSlurm):
+    def __init__(self) -> None:
+        super().__init__()
+        self.squeue_calls = 0
+
+    def squeue(self, job_ids: Any = None, *, user: str | None = None) -> dict[str, JobInfo]:
+        self.squeue_calls += 1
+        return super().squeue(job_ids, user=user)
+
+
+class JoiningCluster(RayAnswers):
+    """Ray answers with one node alive, and with two from the ``join_after``-th question on."""
+
+    join_after = 30
+    asked = 0
+
+    def ray_nodes(self) -> list[dict[str, Any]] | None:
+        self.asked += 1
+        return [_alive(1)] * (2 if self.asked >= self.join_after else 1)
+
+
+def test_waiting_for_ready_asks_ray_often_and_slurm_seldom(tmp_path: Path) -> None:
+    slurm = CountingSlurm()
+    make(tmp_path, slurm)
+    slurm.set_state("101", "RUNNING")
+    slurm.squeue_calls = 0
+    cluster = JoiningCluster("demo", settings=RaySettings(), slurm=slurm, root=tmp_path)
+    write_json_private(cluster.directory / HEAD_FILE,
+                       {"job_id": "101", "address": "127.0.2.1", "dashboard_port": 1})
+    status = cluster.wait_ready(timeout=10, poll=0.01, full_every=60)
+    assert status.ready and cluster.asked >= 30
+    # One full status at the start and one when Ray said every node joined: no Slurm per poll.
+    assert slurm.squeue_calls == 2
+
+
+def test_waiting_for_ready_still_sees_a_cluster_that_stopped(tmp_path: Path) -> None:
+    slurm = CountingSlurm()
+    make(tmp_path, slurm)
+    slurm.set_state("101", "RUNNING")
+    cluster = JoiningCluster("demo", settings=RaySettings(), slurm=slurm, root=tmp_path)
+    cluster.join_after = 10**9
+    write_json_private(cluster.directory / STOPPED_FILE,
+                       {"job_id": "101", "reason": "the head node could not start Ray"})
+    slurm.set_state("101", "FAILED")
+    with pytest.raises(RayClusterError, match=r"stopped before it was ready.*could not start"):
+        cluster.wait_ready(timeout=10, poll=0.01, full_every=0.05)

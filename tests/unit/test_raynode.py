@@ -251,3 +251,54 @@ def test_leftover_sweep_finds_only_our_processes_naming_the_temp_dir(tmp_path: P
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cmdline").write_bytes(cmdline)
     assert own_processes_mentioning("/tmp/shopfloor-ray-a-41-0", tmp_path) == [101]
+
+
+RAYLET_AGENT_TIMEOUT = (
+    "[2026-11-30 11:48:52,213 C 26866 26866] (raylet) node_manager.cc:3588:  An unexpected "
+    "system state has occurred. Check failed: statussetor3588.has_value() Timed out waiting "
+    "for file /tmp/sfray-alice-41-0-x/r/session_1/dashboard_agent_listen_port_9bcb15d66f"
+)
+
+
+def test_a_node_whose_ray_started_too_slowly_on_a_busy_node_tries_again(tmp_path: Path) -> None:
+    # Ray's raylet waits 15 s at most for its dashboard agent; under load the agent's imports
+    # take longer and the raylet aborts: that node must try again, not leave the cluster.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "raylet.out").write_text("Setting cluster ID\n" + RAYLET_AGENT_TIMEOUT + "\n")
+    output = ["Some Ray subprocesses exited unexpectedly:\n", "  raylet [exit code=-6]\n"]
+    reason, retry = explain_failure(output, logs)
+    assert retry and reason.startswith("Ray's own processes did not start in time")
+    dashboard = ["RuntimeError: Module MetricsHead failed to start. Received EOF from pipe.\n"]
+    assert explain_failure(dashboard, None)[1]
+    # A failure another try cannot fix is not retried.
+    assert not explain_failure(["ValueError: bad memory value\n"], tmp_path / "none")[1]
+
+
+def test_only_the_head_skips_the_autoscaler_monitor() -> None:
+    assert "--no-monitor" in _command("head")
+    assert "--no-monitor" not in _command("worker")
+
+
+def test_a_worker_notices_at_once_that_its_head_started_again(tmp_path: Path) -> None:
+    head = {"job_id": "41", "address": "127.0.2.1", "gcs_port": 1234, "attempt": 1}
+    raynode.write_json_private(tmp_path / raynode.HEAD_FILE, head)
+    assert not raynode.head_restarted(tmp_path, head)
+    assert not raynode.head_restarted(tmp_path / "unreadable", head)
+    runner = raynode.NodeRunner(["sleep", "30"], dict(os.environ), tmp_path / "t")
+    runner.start()
+    try:
+        def restart_head() -> None:
+            time.sleep(0.3)
+            raynode.write_json_private(tmp_path / raynode.HEAD_FILE,
+                                       dict(head, gcs_port=5678, attempt=2))
+
+        threading.Thread(target=restart_head).start()
+        start = time.monotonic()
+        reason = raynode._supervise(runner, None, [], 60,
+                                    lambda: raynode.head_restarted(tmp_path, head))
+        assert reason is None and time.monotonic() - start < 3
+        assert runner.running()  # it returned because of the head, not because Ray ended
+    finally:
+        runner.stop_ray()
+    assert not runner.running()

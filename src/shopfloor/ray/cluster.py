@@ -170,6 +170,13 @@ class RayCluster:
             raise RayClusterError(f"there is no Ray cluster named {self.name!r}")
         return data
 
+    @property
+    def account(self) -> str | None:
+        """The Slurm account every job of this cluster charges (head and workers alike: the
+        validated request's), or None before it was created."""
+        config = read_json(self.directory / CLUSTER_FILE) or {}
+        return (config.get("request") or {}).get("account")
+
     def _save(self, config: Mapping[str, Any]) -> None:
         write_json_private(self.directory / CLUSTER_FILE, config)
 
@@ -227,7 +234,9 @@ class RayCluster:
         """Submit a new cluster; returns at once (use :meth:`wait_ready` or :meth:`status`).
 
         ``options`` are raw resource options (checked by the hub: partition, nodes, cpus per
-        node, memory_gb per node, gpus per node, walltime) or a validated request.
+        node, memory_gb per node, gpus per node, walltime, and ``account``/``qos``: one of the
+        user's own, the default account where none is named) or a validated request. The
+        account holds for every job of the cluster, workers added by :meth:`scale` too.
         ``idle_timeout_minutes`` may only shorten the site's idle timeout.
         ``stop_with_session`` ties the cluster to the Jupyter session running this code.
         """
@@ -374,9 +383,10 @@ class RayCluster:
                 config.get("head_job")) else None
             return ClusterStatus("stopped", f"Stopped: {reason}." if reason else "Stopped.",
                                  jobs=tuple(jobs))
-        if head_job.is_pending:
-            return ClusterStatus("pending", describe_pending(head_job, None), jobs=tuple(jobs))
         request = ResourceRequest.model_validate(config["request"])
+        if head_job.is_pending:
+            return ClusterStatus("pending", describe_pending(
+                head_job, None, account=request.account, qos=request.qos), jobs=tuple(jobs))
         # Workers still queued count too: "ready" means every node asked for has joined.
         active_workers = [by_id[w] for w in config["workers"]
                           if w in by_id and not by_id[w].is_finished]
@@ -418,21 +428,39 @@ class RayCluster:
             jobs=tuple(jobs), lost_workers=lost,
         )
 
-    def wait_ready(self, timeout: float = 300, poll: float = 0.25) -> ClusterStatus:
-        """Block until :meth:`status` is ``ready``; raise with the last status otherwise."""
+    def wait_ready(
+        self, timeout: float = 300, poll: float = 0.25, full_every: float = 2.0
+    ) -> ClusterStatus:
+        """Block until :meth:`status` is ``ready``; raise with the last status otherwise.
+
+        The full :meth:`status` (Slurm and Ray) is read at most every ``full_every`` seconds;
+        in between, every ``poll`` seconds, only the head's state API is asked whether all
+        nodes joined (one HTTP call), so waiting costs Slurm nothing per poll and the
+        start-up's CPU goes to Ray.
+        """
         deadline = time.monotonic() + timeout
+        status: ClusterStatus | None = None
+        next_full = 0.0
         while True:
-            status = self.status()
-            if status.ready:
-                return status
-            if status.phase == "stopped":
-                raise RayClusterError(
-                    f"the cluster stopped before it was ready ({status.message}); "
-                    f"its log is in {self.directory / 'logs'}"
-                )
+            if (status is None or time.monotonic() >= next_full
+                    or self._all_joined(status.nodes_expected)):
+                status = self.status()
+                next_full = time.monotonic() + full_every
+                if status.ready:
+                    return status
+                if status.phase == "stopped":
+                    raise RayClusterError(
+                        f"the cluster stopped before it was ready ({status.message}); "
+                        f"its log is in {self.directory / 'logs'}"
+                    )
             if time.monotonic() > deadline:
                 raise RayClusterError(f"not ready after {timeout:.0f} s: {status.message}")
             time.sleep(poll)
+
+    def _all_joined(self, expected: int) -> bool:
+        """True when Ray lists at least ``expected`` (> 0) nodes alive (one HTTP call)."""
+        nodes = self.ray_nodes() if expected > 0 else None
+        return nodes is not None and sum(n.get("state") == "ALIVE" for n in nodes) >= expected
 
     # -- scaling ----------------------------------------------------------------------------
 

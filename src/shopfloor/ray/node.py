@@ -24,6 +24,7 @@ every other task a worker), then:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -74,6 +75,14 @@ START_ATTEMPTS = 3
 PORT_TAKEN = re.compile(
     r"address already in use|failed to bind|can't bind|errno 98|"
     r"failed to start the grpc server\. the specified port is \d+",
+    re.IGNORECASE,
+)
+#: How Ray says that one of its own processes started too slowly on a busy node: the raylet
+#: waits at most 15 s (fixed in Ray) for the dashboard agent's port file and then aborts, and
+#: the dashboard gives up on a module process that did not answer in time. Another try on the
+#: same node, with the files now in the page cache, usually starts in time.
+SLOW_START = re.compile(
+    r"timed out waiting for file|module \w+ failed to start|received eof from pipe",
     re.IGNORECASE,
 )
 #: Lines kept from ``ray start``'s output to explain a failure.
@@ -221,6 +230,9 @@ def ray_start_command(
         f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
         f"--object-store-memory={object_store}", f"--memory={memory}",
         "--disable-usage-stats",
+        # No autoscaler monitor: a Slurm-sized cluster never autoscales, and the monitor is one
+        # more process importing Ray while the dashboard starts, on the head's critical path.
+        *(["--no-monitor"] if plan.role == "head" else []),
         # Workers bind ports chosen by the OS instead of Ray's shared 10002-19999 range.
         "--min-worker-port=0", "--max-worker-port=0",
     ]
@@ -439,10 +451,11 @@ def _log_lines(logs_dir: Path, limit: int = 65536) -> list[str]:
 
 
 def explain_failure(output: Iterable[str], logs_dir: Path | None) -> tuple[str, bool]:
-    """Why Ray stopped, in a user's words, and whether a port it needed was taken.
+    """Why Ray stopped, in a user's words, and whether another try may succeed.
 
     Looks at ``ray start``'s own output first, then at the session's log files (the GCS
-    writes its bind error there, not to the terminal).
+    writes its bind error there, not to the terminal). Worth another try: a port Ray needed
+    was taken, or one of Ray's processes started too slowly (:data:`SLOW_START`).
     """
     lines = [line.strip() for line in output if line.strip()]
     candidates = lines + (_log_lines(logs_dir) if logs_dir is not None else [])
@@ -452,18 +465,42 @@ def explain_failure(output: Iterable[str], logs_dir: Path | None) -> tuple[str, 
             number = next((g for g in port.groups() if g), "") if port else ""
             which = f" ({number})" if number else ""
             return f"a port Ray needed{which} was already in use on the node", True
+    for line in candidates:
+        if SLOW_START.search(line):
+            return ("Ray's own processes did not start in time on the busy node "
+                    f"({line[-160:]})"), True
     errors = [line for line in lines if "Error" in line or "error" in line]
     last = (errors or lines or ["no output"])[-1]
     return f"Ray exited: {last[:300]}", False
 
 
+def head_restarted(cluster_dir: Path, head: Mapping[str, Any]) -> bool:
+    """True when ``head.json`` names another GCS than ``head`` (the head started again).
+
+    A file that cannot be read now (a network file system's hiccup) proves nothing: a worker
+    must not leave a running cluster for it.
+    """
+    now = read_json(cluster_dir / HEAD_FILE)
+    if now is None:
+        return False
+    return (now.get("job_id"), now.get("gcs_port"), now.get("attempt")) != (
+        head.get("job_id"), head.get("gcs_port"), head.get("attempt"))
+
+
 def _supervise(
-    runner: NodeRunner, watch: IdleWatch | None, stopping: list[str], check_seconds: float
+    runner: NodeRunner, watch: IdleWatch | None, stopping: list[str], check_seconds: float,
+    head_moved: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Wait while Ray runs; returns the idle watch's reason to stop, if it fired."""
+    """Wait while Ray runs; returns the idle watch's reason to stop, if it fired.
+
+    A worker also returns as soon as ``head_moved`` says its head started again: its own
+    raylet would otherwise wait a minute for the old GCS before giving up.
+    """
     next_check = time.monotonic() + check_seconds
     while runner.running() and not stopping:
         time.sleep(0.2)
+        if head_moved is not None and head_moved():
+            return None
         if watch is not None and time.monotonic() >= next_check:
             next_check = time.monotonic() + check_seconds
             reason = watch.reason_to_stop()
@@ -484,9 +521,10 @@ def _node_resources(env: Mapping[str, str]) -> tuple[int, int, int]:
 def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
     """Take part in the cluster until Ray stops, the idle watch fires or we are signalled.
 
-    A node whose Ray could not bind a port starts again with fresh ports (at most
-    :data:`START_ATTEMPTS` times); a worker also starts again when its head did. A head that
-    fails for good records why in ``stopped.json`` and cancels the cluster.
+    A node whose Ray could not bind a port, or whose Ray processes started too slowly on a
+    busy node, starts again with fresh ports (at most :data:`START_ATTEMPTS` tries); a worker
+    also starts again, at once, when its head did (that is no failed try of its own). A head
+    that fails for good records why in ``stopped.json`` and cancels the cluster.
     """
     from shopfloor.session.singleuser import node_address
 
@@ -516,8 +554,10 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
     session = config.get("session_job")
     session_alive = (lambda: slurm_job_alive(session)) if session else None
     reason = failure = None
+    attempt = 0
     try:
-        for attempt in range(1, START_ATTEMPTS + 1):
+        while attempt < START_ATTEMPTS:
+            attempt += 1
             ports = pick_ports(names)
             head_address, watch, head = "", None, {}
             if plan.role == "head":
@@ -543,19 +583,23 @@ def run_node(cluster_dir: Path, plan: NodePlan, env: Mapping[str, str]) -> int:
             )
             runner = NodeRunner(cmd, ray_env(env, token_file, temp_dir), temp_dir)
             runner.start()
+            moved = functools.partial(head_restarted, cluster_dir, head) if head else None
             try:
-                reason = _supervise(runner, watch, stopping, config["idle_check_seconds"])
+                reason = _supervise(runner, watch, stopping, config["idle_check_seconds"],
+                                    moved)
             finally:
                 runner.stop_ray()
             if reason or stopping:
                 failure = None
                 break
-            failure, port_taken = explain_failure(
+            if moved is not None and moved():
+                log.info("the head started again; joining it")
+                failure, attempt = None, attempt - 1
+                continue
+            failure, retry = explain_failure(
                 runner.output, ray_temp / "session_latest" / "logs"
             )
-            head_moved = plan.role == "worker" and (
-                read_json(cluster_dir / HEAD_FILE) or {}).get("gcs_port") != head.get("gcs_port")
-            if not (port_taken or head_moved) or attempt == START_ATTEMPTS:
+            if not retry or attempt == START_ATTEMPTS:
                 break
             log.warning("attempt %d of %d: %s; starting again with other ports",
                         attempt, START_ATTEMPTS, failure)
