@@ -18,6 +18,12 @@ provider's tokens are kept in the user's encrypted ``auth_state`` and refreshed;
 from ``crypt_key_file``, ``$JUPYTERHUB_CRYPT_KEY`` or one generated once in the hub's state
 folder (0600). The client secret is read from a private file or the environment, never from
 the site file, and never logged.
+
+With ``username_domain`` the claim must be ``name@domain`` (:func:`account_name`). With
+``pass_tokens`` each new session gets the user's tokens (refreshed first when about to expire)
+in its environment, by name only (:meth:`ShopfloorOIDCAuthenticator.pre_spawn_start`). Hub
+logout also ends the provider's session when it advertises an end-session endpoint
+(:class:`ProviderLogoutHandler`).
 """
 
 from __future__ import annotations
@@ -28,25 +34,39 @@ import pwd
 import re
 import secrets
 import stat
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import OAuthCallbackHandler
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLogoutHandler
 from tornado import web
 from traitlets import Integer, Set, Unicode
 
-from shopfloor.auth_site import OidcSettings, check_provider_url
+from shopfloor.auth_site import (
+    ACCESS_TOKEN_ENV,
+    ID_TOKEN_ENV,
+    TOKEN_ENV,
+    OidcSettings,
+    check_provider_url,
+)
 from shopfloor.extensions.compat import sync_owned_groups
 from shopfloor.site import NAME_PATTERN, SiteConfig, SiteConfigError
 from shopfloor.userfiles import private_file
 
 TEMPLATES = Path(__file__).with_name("templates")
 REFUSED_TEMPLATE = "shopfloor_oidc_refused.html"
+#: Which auth_state tokens each ``pass_tokens`` choice puts into a session's environment.
+PASSED_TOKENS = {
+    "none": {},
+    "access": {ACCESS_TOKEN_ENV: "access_token"},
+    "access_and_id": {ACCESS_TOKEN_ENV: "access_token", ID_TOKEN_ENV: "id_token"},
+}
 #: Generated auth_state key when the site names none (like the cookie secret beside it).
 CRYPT_KEY_FILE = "jupyterhub_crypt_key"
 #: A Unix login name as useradd accepts it (Debian's default NAME_REGEX, at most 32).
@@ -87,6 +107,23 @@ def unix_user_for(name: Any, claim: str, min_uid: int) -> pwd.struct_passwd:
         # root, slurm, daemons: a provider claim must never reach them.
         raise LoginRefused(name, "this account cannot log in through the identity provider")
     return account
+
+
+def account_name(value: Any, domain: str) -> Any:
+    """The account part of a claim that carries ``domain`` (``alice@example.org`` -> alice).
+
+    With a domain, a value without it, or with any other domain, is refused: the provider may
+    vouch for users of several domains, and ``alice@other.org`` is not our alice. Without a
+    domain the value is returned as it is (checked by :func:`unix_user_for`).
+    """
+    if not domain or not isinstance(value, str) or not value:
+        return value
+    name, at, given = value.rpartition("@")
+    if not at or not name:
+        raise LoginRefused(value, f"this identity is not of {domain} (expected name@{domain})")
+    if given.lower() != domain:
+        raise LoginRefused(value, f"this hub admits {domain} identities only")
+    return name
 
 
 def groups_from_claims(user_info: dict[str, Any], claim: str) -> tuple[list[str], list[str]]:
@@ -204,9 +241,15 @@ def discover(issuer: str, timeout: float = 10) -> Endpoints:
         except ValueError as exc:
             raise SiteConfigError(f"auth.oidc.issuer: {url}: {key} {exc}") from None
     end_session = doc.get("end_session_endpoint")
+    if not isinstance(end_session, str):
+        end_session = ""
+    elif end_session:
+        try:
+            check_provider_url(end_session, "end_session_endpoint")
+        except ValueError as exc:
+            raise SiteConfigError(f"auth.oidc.issuer: {url}: end_session_endpoint {exc}") from None
     return Endpoints(found["authorization_endpoint"], found["token_endpoint"],
-                     found["userinfo_endpoint"],
-                     end_session if isinstance(end_session, str) else "")
+                     found["userinfo_endpoint"], end_session)
 
 
 # -- the authenticator ------------------------------------------------------------------------
@@ -250,10 +293,71 @@ class RefusalAwareCallbackHandler(OAuthCallbackHandler):
         self.redirect(self.get_next_url(user))
 
 
+class ProviderLogoutHandler(OAuthLogoutHandler):
+    """Hub logout that also ends the user's session at the provider (RP-initiated logout).
+
+    The ID token (the ``id_token_hint``) is read from the user's auth_state before the hub
+    forgets the login; the browser is then sent (GET) to the provider's
+    ``end_session_endpoint``, which sends it back to ``post_logout_redirect_uri``, the hub's
+    login page. GET, not a form POST: the provider must see its own session cookie, and
+    browsers withhold SameSite=Lax cookies from a POST that comes from another site. The ID
+    token is no credential for any API (its audience is the hub, which never accepts it as a
+    login); the redirect is never cached and sends no referrer.
+    """
+
+    id_token_hint = ""
+
+    async def get(self) -> None:
+        authenticator = self.authenticator
+        user = self.current_user
+        if user is not None and authenticator.end_session_url and authenticator.enable_auth_state:
+            state = await user.get_auth_state() or {}
+            hint = state.get("id_token")
+            self.id_token_hint = hint if isinstance(hint, str) else ""
+        await super().get()
+
+    async def render_logout_page(self) -> None:
+        authenticator = self.authenticator
+        if not authenticator.end_session_url:
+            await super().render_logout_page()
+            return
+        query = {"client_id": authenticator.client_id,
+                 "post_logout_redirect_uri": authenticator.post_logout_redirect_url}
+        if self.id_token_hint:
+            query["id_token_hint"] = self.id_token_hint
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.redirect(f"{authenticator.end_session_url}?{urlencode(query)}")
+
+
 class ShopfloorOIDCAuthenticator(GenericOAuthenticator):
     """GenericOAuthenticator that maps identities onto existing Unix accounts only."""
 
     callback_handler = RefusalAwareCallbackHandler
+    logout_handler = ProviderLogoutHandler
+
+    username_domain = Unicode(
+        "", config=True,
+        help="Domain the username claim carries (alice@example.org -> alice); others are "
+        "refused. Empty: the claim is the account name.",
+    )
+    pass_tokens = Unicode(
+        "none", config=True,
+        help="Which provider tokens a new session gets in its environment: none, access or "
+        "access_and_id (by name only; see shopfloor.auth_site.TOKEN_ENV).",
+    )
+    token_min_seconds = Integer(
+        60, config=True,
+        help="Before a spawn, an access token valid for fewer seconds is refreshed first.",
+    )
+    end_session_url = Unicode(
+        "", config=True,
+        help="The provider's end_session_endpoint; empty: hub logout ends the hub's login only.",
+    )
+    post_logout_redirect_url = Unicode(
+        "", config=True,
+        help="Where the provider sends the browser after logout (the hub's login page).",
+    )
 
     contact = Unicode(
         "the site's support team", config=True,
@@ -277,7 +381,14 @@ class ShopfloorOIDCAuthenticator(GenericOAuthenticator):
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:
         """The claim value, checked against the Unix accounts (never logs the claims)."""
         claim = str(self.username_claim)
-        return unix_user_for(user_info.get(claim), claim, self.min_uid).pw_name
+        identity = user_info.get(claim)
+        try:
+            return unix_user_for(account_name(identity, self.username_domain), claim,
+                                 self.min_uid).pw_name
+        except LoginRefused as exc:
+            # The page names the identity as the provider sent it (alice@example.org).
+            raise LoginRefused(identity if isinstance(identity, str) and identity
+                               else exc.identity, exc.reason) from None
 
     def provider_groups(self, auth_model: dict[str, Any]) -> list[str]:
         """Valid group names of ``groups_claim`` in a login's userinfo."""
@@ -308,6 +419,60 @@ class ShopfloorOIDCAuthenticator(GenericOAuthenticator):
             groups |= set(self.provider_groups(auth_model))
         return bool(groups & self.login_groups)
 
+    def build_auth_state_dict(self, token_info: dict[str, Any],
+                              user_info: dict[str, Any]) -> dict[str, Any]:
+        """oauthenticator's auth_state, plus ``expires_at`` (epoch seconds) of the access token,
+        so that a token about to expire is refreshed before a spawn passes it on."""
+        state = super().build_auth_state_dict(token_info, user_info)
+        lifetime = token_info.get("expires_in")
+        if isinstance(lifetime, int | float) and not isinstance(lifetime, bool) and lifetime > 0:
+            state["expires_at"] = time.time() + lifetime
+        return state
+
+    async def fresh_tokens(self, user: Any) -> dict[str, Any]:
+        """The user's auth_state, refreshed first (and saved) when its access token expires
+        within ``token_min_seconds``. A refused refresh raises a 403 that asks for a new login.
+        """
+        state = await user.get_auth_state() or {}
+        expires_at = state.get("expires_at")
+        if not isinstance(expires_at, int | float) or (
+                expires_at - time.time() >= self.token_min_seconds):
+            return state
+        refresh_token = state.get("refresh_token")
+        if not refresh_token:
+            return state  # the provider gave none: pass on what there is
+        try:
+            token_info = await self.get_token_info(
+                None, self.build_refresh_token_request_params(refresh_token))
+        except Exception as exc:
+            # Not the exception text: an HTTP error of the token endpoint may echo the request.
+            self.log.warning("OIDC: refreshing the tokens of %s before a spawn failed (%s)",
+                             user.name, type(exc).__name__)
+            raise web.HTTPError(403, f"Your login at {self.login_service} has expired; log out "
+                                "and log in again.") from None
+        if not token_info.get("refresh_token"):
+            token_info["refresh_token"] = refresh_token
+        state = self.build_auth_state_dict(token_info, state.get(self.user_auth_state_key) or {})
+        await user.save_auth_state(state)
+        self.log.info("OIDC: refreshed the tokens of %s before a spawn", user.name)
+        return state
+
+    async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
+        """Put the tokens the site passes (``pass_tokens``) into the session's environment.
+
+        The spawner sends them to the job by name only (``SECRET_ENV`` of
+        :mod:`shopfloor.extensions.spawner`); names of a previous start are removed first.
+        """
+        environment = {k: v for k, v in spawner.environment.items() if k not in TOKEN_ENV}
+        wanted = PASSED_TOKENS.get(self.pass_tokens, {})
+        if wanted and self.enable_auth_state:
+            state = await self.fresh_tokens(user)
+            for name, key in wanted.items():
+                value = state.get(key)
+                if isinstance(value, str) and value:
+                    environment[name] = value
+        spawner.environment = environment
+
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
         """Log out a user whose Unix account was removed (or became a system account)."""
         try:
@@ -334,7 +499,8 @@ def install_auth(c: Any, site: SiteConfig) -> None:
         return
     oidc = auth.oidc
     if oidc.authorize_url:
-        endpoints = Endpoints(oidc.authorize_url, oidc.token_url, oidc.userinfo_url)
+        endpoints = Endpoints(oidc.authorize_url, oidc.token_url, oidc.userinfo_url,
+                              oidc.end_session_url)
     else:
         endpoints = discover(oidc.issuer)
     cls = ShopfloorOIDCAuthenticator.__name__
@@ -361,6 +527,17 @@ def install_auth(c: Any, site: SiteConfig) -> None:
     # (workshop and support groups too) and forbids load_groups. The provider owns only the
     # groups it created (RefusalAwareCallbackHandler).
     settings.groups_claim = oidc.groups_claim
+    settings.username_domain = oidc.username_domain
+    settings.pass_tokens = oidc.pass_tokens
+    settings.token_min_seconds = oidc.token_min_seconds
+    logout_url = oidc.end_session_url or endpoints.end_session_url
+    if oidc.logout_at_provider is True and not logout_url:
+        raise SiteConfigError("auth.oidc.logout_at_provider: the provider advertises no "
+                              "end_session_endpoint; set auth.oidc.end_session_url, or "
+                              "logout_at_provider: false")
+    if oidc.logout_at_provider is not False and logout_url:
+        settings.end_session_url = logout_url
+        settings.post_logout_redirect_url = post_logout_url(settings.oauth_callback_url)
     settings.enable_auth_state = oidc.keep_tokens
     settings.auth_refresh_age = oidc.refresh_seconds
     if oidc.keep_tokens:
@@ -369,6 +546,12 @@ def install_auth(c: Any, site: SiteConfig) -> None:
             c.CryptKeeper.keys = [key]
     c.JupyterHub.template_paths = [*_configured_list(c.JupyterHub, "template_paths"),
                                    str(TEMPLATES)]
+
+
+def post_logout_url(callback_url: str) -> str:
+    """The hub's login page beside its OAuth callback (``.../hub/oauth_callback`` ->
+    ``.../hub/login``): where the provider sends the browser after logout."""
+    return callback_url.rsplit("/", 1)[0] + "/login"
 
 
 def _configured_list(section: Any, name: str) -> list[str]:
@@ -380,12 +563,15 @@ def _configured_list(section: Any, name: str) -> list[str]:
 __all__ = [
     "Endpoints",
     "LoginRefused",
+    "ProviderLogoutHandler",
     "ShopfloorOIDCAuthenticator",
+    "account_name",
     "client_secret",
     "crypt_key",
     "discover",
     "groups_from_claims",
     "install_auth",
+    "post_logout_url",
     "read_private_file",
     "unix_user_for",
 ]

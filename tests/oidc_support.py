@@ -24,16 +24,26 @@ from typing import Any
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 CLIENT_ID = "shopfloor-tests"
 
+#: The domain of the provider's user names (the hub's ``auth.oidc.username_domain``).
+DOMAIN = "example.org"
+
 #: The static identities: login at the provider -> the claims it releases. alice and bob map
 #: onto their Unix accounts; carol has none here; mallory's provider record claims root;
-#: eve's name carries markup (it must reach our refusal page escaped).
+#: eve's name carries markup (it must reach our refusal page escaped); trudy is "alice" of
+#: another domain and oscar a bare "alice" without one (neither may become our alice).
 IDENTITIES: dict[str, dict[str, Any]] = {
-    "alice": {"preferred_username": "alice", "name": "Alice Example",
+    "alice": {"preferred_username": f"alice@{DOMAIN}", "name": "Alice Example",
               "projects": ["physics", "proj-shared"]},
-    "bob": {"preferred_username": "bob", "name": "Bob Example", "projects": ["proj-shared"]},
-    "carol": {"preferred_username": "carol", "name": "Carol Noaccount", "projects": []},
-    "mallory": {"preferred_username": "root", "name": "Mallory", "projects": ["physics"]},
-    "eve": {"preferred_username": "eve<img src=x onerror=alert(1)>", "name": "Eve"},
+    "bob": {"preferred_username": f"bob@{DOMAIN}", "name": "Bob Example",
+            "projects": ["proj-shared"]},
+    "carol": {"preferred_username": f"carol@{DOMAIN}", "name": "Carol Noaccount",
+              "projects": []},
+    "mallory": {"preferred_username": f"root@{DOMAIN}", "name": "Mallory",
+                "projects": ["physics"]},
+    "eve": {"preferred_username": f"eve<img src=x onerror=alert(1)>@{DOMAIN}", "name": "Eve"},
+    "trudy": {"preferred_username": "alice@evil.example", "name": "Trudy",
+              "projects": ["physics"]},
+    "oscar": {"preferred_username": "alice", "name": "Oscar"},
 }
 
 
@@ -66,8 +76,11 @@ class OidcProvider:
 
 
 def start_provider(directory: Path, port: int, redirect_uri: str,
-                   access_token_ttl: int = 3600, timeout: float = 30) -> OidcProvider:
-    """Start the provider on 127.0.0.1:``port``; returns once its discovery document answers."""
+                   access_token_ttl: int = 3600, timeout: float = 30,
+                   post_logout_redirect_uri: str = "") -> OidcProvider:
+    """Start the provider on 127.0.0.1:``port``; returns once its discovery document answers.
+
+    ``post_logout_redirect_uri`` is registered for the client (RP-initiated logout)."""
     if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError(f"{OIDC_DIR}/node_modules is missing: run scripts/bootstrap.sh "
                            "--test (npm ci in tests/oidc)")
@@ -82,7 +95,8 @@ def start_provider(directory: Path, port: int, redirect_uri: str,
     config = {
         "issuer": issuer,
         "client": {"id": CLIENT_ID, "secret": provider.client_secret,
-                   "redirect_uri": redirect_uri},
+                   "redirect_uri": redirect_uri,
+                   "post_logout_redirect_uri": post_logout_redirect_uri},
         "access_token_ttl": access_token_ttl,
         "identities": [
             {"login": login, "sub": f"sub-{login}", "password": provider.passwords[login],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,6 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 CLAIM_PATTERN = r"^[A-Za-z_][A-Za-z0-9_:-]{0,127}$"
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 scope-token
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+#: A DNS domain name (labels of letters, digits and inner hyphens), e.g. example.org.
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+#: The session environment variables that carry the provider's tokens (``pass_tokens``).
+#: They are secrets: they reach the job by name only (sbatch ``--export=NAME``), never in its
+#: script, a command line or a log.
+ACCESS_TOKEN_ENV = "SHOPFLOOR_OIDC_ACCESS_TOKEN"
+ID_TOKEN_ENV = "SHOPFLOOR_OIDC_ID_TOKEN"
+TOKEN_ENV = (ACCESS_TOKEN_ENV, ID_TOKEN_ENV)
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -76,6 +86,10 @@ class OidcSettings(BaseModel):
     )
     token_url: str = Field("", description="Token endpoint; empty: from discovery.")
     userinfo_url: str = Field("", description="Userinfo endpoint; empty: from discovery.")
+    end_session_url: str = Field(
+        "", description="The provider's end_session_endpoint (RP-initiated logout); empty: "
+        "from discovery.",
+    )
     scopes: list[str] = Field(
         default_factory=lambda: ["openid", "profile"],
         description="Scopes the hub asks for; must include openid. Add the scope that releases "
@@ -100,6 +114,32 @@ class OidcSettings(BaseModel):
         "encrypted auth_state and refresh them (every refresh_seconds and before each spawn). "
         "Needs an encryption key: crypt_key_file, $JUPYTERHUB_CRYPT_KEY, or one generated "
         "in hub.state_dir.",
+    )
+    pass_tokens: Literal["none", "access", "access_and_id"] = Field(
+        "none", description="Which of the user's provider tokens each new session gets in its "
+        f"environment: none; access (${ACCESS_TOKEN_ENV}); access_and_id (also "
+        f"${ID_TOKEN_ENV}). A token about to expire (token_min_seconds) is refreshed first. "
+        "They travel by name only: never in the job script, a command line or a log. They "
+        "are the values at the session's start (not refreshed inside it). Needs keep_tokens.",
+    )
+    token_min_seconds: int = Field(
+        60, ge=0, le=3600,
+        description="Before a spawn, an access token valid for fewer seconds than this is "
+        "refreshed (with the refresh token), so that a session starts with a usable token, "
+        "e.g. 60.",
+    )
+    logout_at_provider: bool | None = Field(
+        None, description="Logging out of the hub also ends the provider's session "
+        "(RP-initiated logout: the browser is sent to the provider's end_session_endpoint "
+        "with the ID token as hint, and back to the hub's login page, "
+        "BIND_URL/hub/login, which must be registered at the provider as a "
+        "post_logout_redirect_uri). Empty: true when the provider's discovery document "
+        "advertises an end_session_endpoint.",
+    )
+    username_domain: str = Field(
+        "", description="Domain that username_claim values carry, e.g. example.org: a claim "
+        "alice@example.org maps to the Unix account alice; a name without it or with any "
+        "other domain is refused. Empty: the claim is the account name itself.",
     )
     crypt_key_file: str = Field(
         "", description="File with the auth_state encryption key (64 hex digits; mode 0600), "
@@ -126,7 +166,8 @@ class OidcSettings(BaseModel):
         "daemons) are never reachable through the provider's claims.",
     )
 
-    @field_validator("issuer", "authorize_url", "token_url", "userinfo_url", "callback_url")
+    @field_validator("issuer", "authorize_url", "token_url", "userinfo_url", "callback_url",
+                     "end_session_url")
     @classmethod
     def _urls(cls, value: str) -> str:
         # The issuer is kept as written: discovery's "issuer" must match it exactly.
@@ -138,6 +179,14 @@ class OidcSettings(BaseModel):
         if value and not _ENV_NAME.match(value):
             raise ValueError("must be an environment variable name such as "
                              f"SHOPFLOOR_OIDC_CLIENT_SECRET; got {value!r}")
+        return value
+
+    @field_validator("username_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().removeprefix("@")
+        if value and not _DOMAIN.match(value):
+            raise ValueError(f"must be a domain name such as example.org; got {value!r}")
         return value
 
     @field_validator("scopes")
@@ -160,6 +209,9 @@ class OidcSettings(BaseModel):
         if bool(self.client_secret_file) == bool(self.client_secret_env):
             found.append("client_secret_file: set exactly one of client_secret_file and "
                          "client_secret_env (the secret itself never goes in the site file)")
+        if self.pass_tokens != "none" and not self.keep_tokens:
+            found.append(f"pass_tokens: {self.pass_tokens} needs keep_tokens: true (the "
+                         "tokens are kept in the encrypted auth_state and refreshed there)")
         explicit = [bool(self.authorize_url), bool(self.token_url), bool(self.userinfo_url)]
         if any(explicit) and not all(explicit):
             found.append("authorize_url, token_url, userinfo_url: set all three, or none "
@@ -167,4 +219,5 @@ class OidcSettings(BaseModel):
         return found
 
 
-__all__ = ["CLAIM_PATTERN", "OidcSettings", "check_provider_url", "is_loopback_host"]
+__all__ = ["ACCESS_TOKEN_ENV", "CLAIM_PATTERN", "ID_TOKEN_ENV", "TOKEN_ENV", "OidcSettings",
+           "check_provider_url", "is_loopback_host"]

@@ -3,7 +3,7 @@
 //   node provider.mjs CONFIG.json
 //
 // CONFIG.json (written by tests/oidc_support.py, mode 0600) holds the issuer URL, the one
-// client (id, secret, redirect URI), the token lifetimes and the static test identities with
+// client (id, secret, redirect URI, post-logout redirect URI), the token lifetimes and the static test identities with
 // their generated passwords and claims. Everything protocol-related (discovery, authorization,
 // PKCE, tokens, refresh, userinfo, state handling) is oidc-provider's own; only the login and
 // consent pages are ours, because the library's development pages accept any login.
@@ -25,13 +25,34 @@ const provider = new Provider(config.issuer, {
     client_id: config.client.id,
     client_secret: config.client.secret,
     redirect_uris: [config.client.redirect_uri],
+    post_logout_redirect_uris: config.client.post_logout_redirect_uri
+      ? [config.client.post_logout_redirect_uri] : [],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_post',
   }],
   jwks: { keys: [{ ...signingKey, use: 'sig', kid: 'test' }] },
   cookies: { keys: [randomBytes(32).toString('hex')] },
-  features: { devInteractions: { enabled: false } },
+  features: {
+    devInteractions: { enabled: false },
+    // RP-initiated logout (the hub's logout ends the session here too). Our own pages: the
+    // library's load web fonts from the internet.
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        ctx.type = 'html';
+        ctx.body = `<!doctype html><html><head><title>Sign out</title></head><body>
+<h1>Sign out of the test identity provider?</h1>${form}
+<button type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button></body></html>`;
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.type = 'html';
+        ctx.body = '<!doctype html><html><head><title>Signed out</title></head><body>'
+          + '<h1>Signed out</h1></body></html>';
+      },
+    },
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   scopes: ['openid', 'offline_access', 'profile', 'email', 'projects'],
   claims: {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -15,16 +16,20 @@ from typing import Any
 
 import pytest
 import yaml
+from tornado import web
 from traitlets.config import Config
 
+from shopfloor.auth_site import ACCESS_TOKEN_ENV, ID_TOKEN_ENV, TOKEN_ENV
 from shopfloor.extensions.auth import (
     LoginRefused,
     ShopfloorOIDCAuthenticator,
+    account_name,
     client_secret,
     crypt_key,
     discover,
     groups_from_claims,
     install_auth,
+    post_logout_url,
     read_private_file,
     unix_user_for,
 )
@@ -89,6 +94,14 @@ def test_oidc_needs_issuer_client_and_exactly_one_secret_source() -> None:
     ("client_secret_env", "secret value", "auth.oidc.client_secret_env: Value error"),
     ("client_secret", "s3cr3t", "auth.oidc.client_secret: is not a known setting"),
     ("min_uid", 0, "auth.oidc.min_uid"),
+    ("pass_tokens", "refresh", "auth.oidc.pass_tokens: Input should be 'none', 'access'"),
+    ("pass_tokens", "access", "auth.oidc.pass_tokens: access needs keep_tokens: true"),
+    ("token_min_seconds", -1, "auth.oidc.token_min_seconds"),
+    ("username_domain", "example", "auth.oidc.username_domain: Value error, must be a domain"),
+    ("username_domain", "exa mple.org", "auth.oidc.username_domain: Value error"),
+    ("username_domain", "*.example.org", "auth.oidc.username_domain: Value error"),
+    ("end_session_url", "http://login.example.org/logout", "auth.oidc.end_session_url: Value "
+     "error, must use https"),
 ])
 def test_bad_oidc_fields_are_named(field: str, value: Any, expected: str) -> None:
     assert expected in site_error({"method": "oidc", "oidc": {**GOOD_OIDC, field: value}})
@@ -127,6 +140,58 @@ def test_authenticator_maps_the_configured_claim() -> None:
     assert auth.user_info_to_username({"uid": "bob", "preferred_username": "alice"}) == "bob"
     with pytest.raises(LoginRefused):
         auth.user_info_to_username({"preferred_username": "alice"})
+
+
+def test_username_domain_is_normalised() -> None:
+    oidc = site_with({"method": "oidc", "oidc": {**GOOD_OIDC,
+                                                 "username_domain": "@Example.ORG"}}).auth.oidc
+    assert oidc.username_domain == "example.org"
+
+
+@pytest.mark.parametrize(("claim", "expected"), [
+    ("alice@example.org", "alice"),
+    ("alice@EXAMPLE.org", "alice"),  # domains are case-insensitive
+    ("a@b@example.org", "a@b"),  # the last @ splits; unix_user_for then refuses "a@b"
+])
+def test_claims_with_the_site_domain_name_the_account(claim: str, expected: str) -> None:
+    assert account_name(claim, "example.org") == expected
+
+
+@pytest.mark.parametrize(("claim", "reason"), [
+    ("alice@evil.example", "admits example.org identities only"),
+    ("alice@example.org.evil.example", "admits example.org identities only"),
+    ("alice@sub.example.org", "admits example.org identities only"),
+    ("alice", "expected name@example.org"),  # a bare name: not vouched for by the domain
+    ("@example.org", "expected name@example.org"),
+])
+def test_other_domains_are_refused(claim: str, reason: str) -> None:
+    with pytest.raises(LoginRefused, match=reason) as err:
+        account_name(claim, "example.org")
+    assert err.value.identity == claim
+
+
+def test_without_a_domain_the_claim_is_the_account_name() -> None:
+    assert account_name("alice@example.org", "") == "alice@example.org"
+    auth = ShopfloorOIDCAuthenticator(username_claim="preferred_username", min_uid=1000)
+    with pytest.raises(LoginRefused, match="not a valid account name"):
+        auth.user_info_to_username({"preferred_username": "alice@example.org"})
+
+
+def test_authenticator_maps_domain_claims_and_names_the_identity_when_refusing() -> None:
+    auth = ShopfloorOIDCAuthenticator(username_claim="email", min_uid=1000,
+                                      username_domain="example.org")
+    assert auth.user_info_to_username({"email": "bob@example.org"}) == "bob"
+    with pytest.raises(LoginRefused, match=r"admits example\.org") as err:
+        auth.user_info_to_username({"email": "bob@evil.example", "preferred_username": "bob"})
+    assert err.value.identity == "bob@evil.example"
+    # Refusals of the account part name the identity as the provider sent it.
+    with pytest.raises(LoginRefused, match="no account with this name") as err:
+        auth.user_info_to_username({"email": "carol@example.org"})
+    assert err.value.identity == "carol@example.org"
+    with pytest.raises(LoginRefused, match="cannot log in through the identity provider"):
+        auth.user_info_to_username({"email": "root@example.org"})
+    with pytest.raises(LoginRefused, match="did not send the 'email' claim"):
+        auth.user_info_to_username({})
 
 
 @pytest.mark.parametrize(("claim", "valid", "dropped"), [
@@ -308,3 +373,179 @@ def test_install_wires_the_authenticator(tmp_path: Path, monkeypatch: pytest.Mon
         "https://hub.example.org/hub/oauth_callback")
     assert os.environ["SHOPFLOOR_TEST_OIDC_SECRET"] not in json.dumps(
         explicit.model_dump())  # the secret is never part of the site
+
+
+def test_logout_at_the_provider_follows_discovery_and_the_site(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        discovery: tuple[str, dict[str, Any]]) -> None:
+    issuer, document = discovery
+    document.update(issuer=issuer, authorization_endpoint=f"{issuer}/auth",
+                    token_endpoint=f"{issuer}/token", userinfo_endpoint=f"{issuer}/me",
+                    end_session_endpoint=f"{issuer}/session/end")
+    monkeypatch.setenv("SHOPFLOOR_TEST_OIDC_SECRET", "from-env")
+
+    def settings(**oidc: Any) -> Any:
+        c = Config()
+        install_auth(c, site_with({"method": "oidc", "oidc": {
+            **GOOD_OIDC, "issuer": issuer, **oidc}}, tmp_path))
+        return c.ShopfloorOIDCAuthenticator
+
+    # Advertised: on by default, back to the hub's login page.
+    advertised = settings()
+    assert advertised.end_session_url == f"{issuer}/session/end"
+    assert advertised.post_logout_redirect_url == "http://127.0.0.1:8000/hub/login"
+    assert "end_session_url" not in settings(logout_at_provider=False)
+    behind_proxy = settings(callback_url="https://hub.example.org/jh/hub/oauth_callback")
+    assert behind_proxy.post_logout_redirect_url == "https://hub.example.org/jh/hub/login"
+    # Not advertised: off by default; asked for: the site must say where.
+    del document["end_session_endpoint"]
+    assert "end_session_url" not in settings()
+    with pytest.raises(SiteConfigError, match=r"auth\.oidc\.logout_at_provider: the provider "
+                       "advertises no end_session_endpoint"):
+        settings(logout_at_provider=True)
+    assert settings(logout_at_provider=True, end_session_url="https://login.example.org/bye"
+                    ).end_session_url == "https://login.example.org/bye"
+    # An advertised endpoint off this machine without TLS is not trusted.
+    document["end_session_endpoint"] = "http://login.example.org/logout"
+    with pytest.raises(SiteConfigError, match="end_session_endpoint must use https"):
+        settings()
+    # The other new settings reach the authenticator.
+    document["end_session_endpoint"] = f"{issuer}/session/end"
+    wired = settings(keep_tokens=True, pass_tokens="access_and_id", token_min_seconds=30,
+                     username_domain="example.org")
+    assert (wired.pass_tokens, wired.token_min_seconds, wired.username_domain) == (
+        "access_and_id", 30, "example.org")
+    assert post_logout_url("https://h.example.org/hub/oauth_callback") == (
+        "https://h.example.org/hub/login")
+
+
+# -- tokens passed into sessions -----------------------------------------------------------
+
+
+class FakeUser:
+    """The two auth_state calls of a JupyterHub ``User`` the authenticator makes."""
+
+    name = "alice"
+
+    def __init__(self, state: dict[str, Any] | None) -> None:
+        self.state = state
+        self.saved: list[dict[str, Any]] = []
+
+    async def get_auth_state(self) -> dict[str, Any] | None:
+        return self.state
+
+    async def save_auth_state(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self.saved.append(state)
+
+
+class FakeSpawner:
+    def __init__(self, environment: dict[str, str]) -> None:
+        self.environment = environment
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[tuple[str, list[dict[str, list[str]]], dict[str, Any]]]:
+    """A loopback token endpoint: (URL, the forms it received, the answer it gives)."""
+    from urllib.parse import parse_qs
+
+    received: list[dict[str, list[str]]] = []
+    answer: dict[str, Any] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(parse_qs(self.rfile.read(length).decode()))
+            body = json.dumps(answer).encode()
+            self.send_response(int(answer.get("_status", 200)))
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token", received, answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def token_authenticator(pass_tokens: str, token_url: str = "http://127.0.0.1:9/token",
+                        ) -> ShopfloorOIDCAuthenticator:
+    return ShopfloorOIDCAuthenticator(
+        enable_auth_state=True, pass_tokens=pass_tokens, token_min_seconds=60,
+        token_url=token_url, client_id="shopfloor", client_secret="client-secret")
+
+
+def fresh_state(**extra: Any) -> dict[str, Any]:
+    return {"access_token": "at-1", "id_token": "id-1", "refresh_token": "rt-1",
+            "expires_at": time.time() + 3600, "oauth_user": {"sub": "s"}, **extra}
+
+
+async def test_sessions_get_the_tokens_the_site_passes_by_name() -> None:
+    user = FakeUser(fresh_state())
+    spawner = FakeSpawner({"SHOPFLOOR_SITE": "x", ID_TOKEN_ENV: "stale-from-last-start"})
+    await token_authenticator("access").pre_spawn_start(user, spawner)
+    assert spawner.environment == {"SHOPFLOOR_SITE": "x", ACCESS_TOKEN_ENV: "at-1"}
+    await token_authenticator("access_and_id").pre_spawn_start(user, spawner)
+    assert spawner.environment == {"SHOPFLOOR_SITE": "x", ACCESS_TOKEN_ENV: "at-1",
+                                   ID_TOKEN_ENV: "id-1"}
+    # The site stops passing tokens: the next start has none left over.
+    await token_authenticator("none").pre_spawn_start(user, spawner)
+    assert spawner.environment == {"SHOPFLOOR_SITE": "x"}
+    assert not user.saved  # valid for an hour: nothing refreshed
+    # No auth_state (a login from before keep_tokens): nothing passed, no error.
+    await token_authenticator("access").pre_spawn_start(FakeUser(None), spawner)
+    assert spawner.environment == {"SHOPFLOOR_SITE": "x"}
+
+
+def test_the_tokens_travel_by_name_only() -> None:
+    from shopfloor.extensions.spawner import SECRET_ENV
+    from shopfloor.ops.doctor import SUDO_ENV
+    from shopfloor.slurm.seam import sbatch_call
+
+    # The spawner moves them out of the job script; sudo keeps them for sbatch by name.
+    assert set(TOKEN_ENV) <= set(SECRET_ENV) and set(TOKEN_ENV) <= set(SUDO_ENV)
+    call = sbatch_call("#!/bin/bash\n", user="alice",
+                       secret_env={ACCESS_TOKEN_ENV: "at-secret", ID_TOKEN_ENV: "id-secret"})
+    assert f"--export={ACCESS_TOKEN_ENV},{ID_TOKEN_ENV}" in call.args
+    assert "secret" not in " ".join(call.args) + (call.stdin or "")
+
+
+async def test_a_token_about_to_expire_is_refreshed_before_the_spawn(
+        token_endpoint: tuple[str, list[dict[str, list[str]]], dict[str, Any]]) -> None:
+    url, received, answer = token_endpoint
+    answer.update(access_token="at-2", id_token="id-2", expires_in=300, token_type="Bearer")
+    user = FakeUser(fresh_state(expires_at=time.time() + 30))  # under token_min_seconds
+    spawner = FakeSpawner({})
+    await token_authenticator("access_and_id", url).pre_spawn_start(user, spawner)
+    assert received == [{"grant_type": ["refresh_token"], "refresh_token": ["rt-1"],
+                         "client_id": ["shopfloor"], "client_secret": ["client-secret"]}]
+    assert spawner.environment == {ACCESS_TOKEN_ENV: "at-2", ID_TOKEN_ENV: "id-2"}
+    (saved,) = user.saved
+    # Saved (encrypted by JupyterHub), the refresh token kept when none came back, the claims
+    # of the login kept, and the new expiry known.
+    assert saved["refresh_token"] == "rt-1" and saved["oauth_user"] == {"sub": "s"}
+    assert 290 < saved["expires_at"] - time.time() <= 300
+    # Expired and the provider refuses the refresh: the user is asked to log in again.
+    answer.clear()
+    answer.update(_status=400, error="invalid_grant", error_description="grant expired")
+    user = FakeUser(fresh_state(expires_at=time.time() - 5))
+    with pytest.raises(web.HTTPError) as err:
+        await token_authenticator("access", url).pre_spawn_start(user, FakeSpawner({}))
+    assert err.value.status_code == 403 and "log in again" in str(err.value.log_message)
+    assert not user.saved
+
+
+def test_auth_state_records_when_the_access_token_expires() -> None:
+    auth = token_authenticator("access")
+    state = auth.build_auth_state_dict({"access_token": "a", "expires_in": 60}, {"sub": "s"})
+    assert 55 < state["expires_at"] - time.time() <= 60
+    for odd in ("60", None, -1, True):
+        assert "expires_at" not in auth.build_auth_state_dict(
+            {"access_token": "a", "expires_in": odd}, {})
