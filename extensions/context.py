@@ -38,7 +38,7 @@ class ShopfloorContext:
 
     @classmethod
     def from_site(cls, site: SiteConfig, slurm: Slurm | None = None) -> ShopfloorContext:
-        slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir)
+        slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir, env=site.slurm.environment())
         return cls(
             site=site,
             slurm=slurm,

@@ -691,7 +691,7 @@ def main() -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     hub = HubAPI(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     workshops = Workshops(site, WorkshopStore(store_path(site)),
-                          Slurm(bin_dir=site.slurm.bin_dir), hub,
+                          Slurm(bin_dir=site.slurm.bin_dir, env=site.slurm.environment()), hub,
                           public_url=site.hub.bind_url)
     hub_auth = HubAuth(cache_max_age=30, access_scopes={ACCESS_SCOPE})
     app = make_app(workshops, hub_auth)

@@ -89,6 +89,13 @@ class SlurmSettings(_Strict):
     """How the hub talks to Slurm."""
 
     bin_dir: str = Field("", description="Folder of sbatch/squeue/...; empty means use PATH.")
+    conf_file: str = Field(
+        "",
+        description="The cluster's slurm.conf when it is not where the Slurm tools look by "
+        "default (/etc/slurm/slurm.conf), e.g. '/etc/slurm-prod/slurm.conf': the hub and its "
+        "services run every Slurm command with SLURM_CONF set to it (through sudo too; jobs "
+        "get it from slurmd). An absolute path; empty means Slurm's own default.",
+    )
     poll_interval: float = Field(
         5.0, gt=0, le=300,
         description="Seconds between the hub's batched squeue calls for running servers.",
@@ -103,6 +110,17 @@ class SlurmSettings(_Strict):
         "{home}/.shopfloor/logs",
         description="Where job logs go; {home} and {user} are filled in. Must be user-writable.",
     )
+
+    @field_validator("conf_file")
+    @classmethod
+    def _conf_file(cls, value: str) -> str:
+        if value and (not value.startswith("/") or any(c in value for c in "\n\r\0")):
+            raise ValueError("must be an absolute path to slurm.conf, e.g. /etc/slurm/slurm.conf")
+        return value
+
+    def environment(self) -> dict[str, str]:
+        """What every Slurm command of the hub gets in its environment (``SLURM_CONF``)."""
+        return {"SLURM_CONF": self.conf_file} if self.conf_file else {}
 
 
 class AuthSettings(_Strict):
@@ -199,6 +217,12 @@ class HubSettings(_Strict):
         description="File holding the database password on its first line (mode 0600 or "
         "0400, owned by the hub's user), e.g. /etc/shopfloor/db-password. Empty: libpq finds "
         "it ($PGPASSWORD, ~/.pgpass) or the server needs none (peer login).",
+    )
+    sqlite_wal: bool = Field(
+        True,
+        description="SQLite only: open the database in write-ahead-log mode, e.g. true. One "
+        "fsync per commit instead of several: spawn bursts run faster. false: SQLite's "
+        "rollback journal (needed only if state_dir is on a network filesystem).",
     )
 
     @field_validator("db_url")

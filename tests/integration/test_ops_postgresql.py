@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from opssupport import private_hub
+from pgsupport import Postgres, private_postgres
 from support import PORT_BASE, RunningHub, squeue_jobs
 
 pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
@@ -29,72 +26,19 @@ PG_PORT = PORT_BASE + 60
 ROLE, DATABASE = "shopfloor_hub", "shopfloor_hub"
 
 
-def pg_bin() -> Path:
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-                      key=lambda p: int(p.parts[-3]))
-    if not versions:
-        pytest.fail("PostgreSQL is not installed: scripts/bootstrap.sh --test installs "
-                    "Debian's postgresql")
-    return versions[-1].parent
-
-
-def as_postgres(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["sudo", "-n", "-u", "postgres", *args], input=stdin, text=True,
-                          capture_output=True, check=False, cwd="/")
-    assert proc.returncode == 0, f"{args[0]} failed: {proc.stderr or proc.stdout}"
-    return proc
-
-
-@dataclass
-class Postgres:
-    folder: Path
-    socket_dir: Path
-    password: str
-
-    def sql(self, statement: str, database: str = "postgres") -> str:
-        # Statements on stdin: secrets never on a command line.
-        return as_postgres(str(pg_bin() / "psql"), "-X", "-q", "-A", "-t", "-v",
-                           "ON_ERROR_STOP=1", "-h", str(self.socket_dir), "-p", str(PG_PORT),
-                           "-d", database, "-f", "-", stdin=statement).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    folder = Path(tempfile.mkdtemp(prefix="shopfloor-pg-"))
-    folder.chmod(0o711)
-    data, sockets = folder / "data", folder / "sockets"
-    for path in (data, sockets):
-        path.mkdir(mode=0o700)
-        shutil.chown(path, "postgres", "postgres")
-    password = secrets.token_urlsafe(24)
-    started = False
-    try:
-        # Local socket: peer (the postgres user administers); TCP: password (the hub).
-        as_postgres(str(pg_bin() / "initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync")
-        as_postgres(str(pg_bin() / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"),
-                    "-w", "-t", "60", "-o",
-                    f"-p {PG_PORT} -k {sockets} -c listen_addresses=127.0.0.1", "start")
-        started = True
-        pg = Postgres(folder, sockets, password)
-        pg.sql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}';")
-        pg.sql(f"CREATE DATABASE {DATABASE} OWNER {ROLE};")
+    with private_postgres(PG_PORT, ROLE, DATABASE) as pg:
         yield pg
-    finally:
-        if started:
-            as_postgres(str(pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def pg_hub(postgres: Postgres, local_cluster: object,
            passwords: dict[str, str]) -> Iterator[RunningHub]:
-    secret = postgres.folder / "db-password"
-    secret.write_text(postgres.password + "\n")
-    secret.chmod(0o600)
+    secret = postgres.password_file()
     with private_hub(OFFSET, passwords, hub={
-            "db_url": f"postgresql://{ROLE}@127.0.0.1:{PG_PORT}/{DATABASE}",
-            "db_password_file": str(secret)}, hub_files=(secret,)) as hub:
+            "db_url": postgres.url, "db_password_file": str(secret)},
+            hub_files=(secret,)) as hub:
         yield hub
 
 

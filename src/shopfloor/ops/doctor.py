@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from shopfloor.auth_site import TOKEN_ENV
 from shopfloor.site import PartitionPolicy, SiteConfig, SiteConfigError, load_site
 from shopfloor.slurm.seam import Slurm, SlurmError, gpus_in_gres, parse_time_limit
 
@@ -69,8 +70,14 @@ SUDO_COMMANDS = ("sbatch", "scancel")
 AS_USER_HELPER = "shopfloor-as-user"
 PRIVILEGED_HELPER = "shopfloor-privileged"
 #: Variables that may travel through sudo (``--preserve-env=NAME``): the session's token
-#: (``extensions.spawner.SECRET_ENV``) and the app job's secret (``apps.job.SECRET_ENV``).
-SUDO_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "SHOPFLOOR_APP_SECRET")
+#: (``extensions.spawner.SECRET_ENV``), the app job's secret (``apps.job.SECRET_ENV``) and
+#: the provider's tokens a site passes into sessions (``auth.oidc.pass_tokens``).
+SUDO_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "SHOPFLOOR_APP_SECRET", *TOKEN_ENV)
+#: Not secrets, but kept through sudo for sbatch/scancel only: which cluster the user's
+#: command talks to (``slurm.conf_file``). The hub can already submit any job as a user, so
+#: this gives it nothing more; it is never kept for the root helper (a slurm.conf names
+#: plugins to load).
+SUDO_KEEP_ENV = ("SLURM_CONF",)
 #: Commands that give a shell or any command; a sudoers rule for the hub must list none.
 _SHELLS = {"ALL", "sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "su", "sudo",
            "env", "python", "python3", "perl", "vi", "vim", "less", "more", "find", "xargs"}
@@ -176,7 +183,8 @@ class Doctor:
         self.site = site
         self.options = options or DoctorOptions()
         self.slurm = slurm or Slurm(
-            bin_dir=site.slurm.bin_dir, timeout=max(30.0, self.options.probe_timeout + 15)
+            bin_dir=site.slurm.bin_dir, env=site.slurm.environment(),
+            timeout=max(30.0, self.options.probe_timeout + 15),
         )
         self.commands = commands
 
@@ -209,6 +217,16 @@ class Doctor:
     def check_slurm(self) -> list[Check]:
         bin_hint = (f"slurm.bin_dir is {self.site.slurm.bin_dir!r}" if self.site.slurm.bin_dir
                     else "slurm.bin_dir is empty (PATH)")
+        conf = self.site.slurm.conf_file
+        if conf and not os.path.isfile(conf):
+            return [Check("slurm", Status.FAIL, f"slurm.conf_file {conf} is not a file",
+                          fix=f"set slurm.conf_file in {self.options.site_path} to the "
+                          "cluster's slurm.conf, or leave it empty for /etc/slurm/slurm.conf")]
+        if conf and not os.stat(conf).st_mode & stat.S_IROTH:
+            # The hub's user and every user's sbatch, srun and scontrol read it.
+            return [Check("slurm", Status.FAIL, f"slurm.conf_file {conf} is not readable by "
+                          "the hub's user and users", fix=f"chmod 644 {conf}")]
+        where = f"slurm.conf_file {conf}" if conf else "this host's slurm.conf (or $SLURM_CONF)"
         try:
             version = self._slurm(["sinfo", "--version"]).strip()
         except SlurmError as exc:
@@ -221,9 +239,10 @@ class Doctor:
             ping = self._slurm(["scontrol", "ping"]).strip()
         except SlurmError as exc:
             return [Check(
-                "slurm", Status.FAIL, f"{version}: slurmctld does not answer from this host",
-                fix="check SlurmctldHost in this host's slurm.conf (or $SLURM_CONF) and that "
-                "slurmctld runs: scontrol ping", detail=str(exc))]
+                "slurm", Status.FAIL, f"{version}: slurmctld does not answer from this host "
+                f"({where})",
+                fix=f"check SlurmctldHost and SlurmctldPort in {where} and that slurmctld "
+                "runs: scontrol ping", detail=str(exc))]
         if " is UP" not in ping:
             return [Check("slurm", Status.FAIL, f"{version}: {ping}",
                           fix="start slurmctld (systemctl start slurmctld) and rerun",
@@ -385,7 +404,8 @@ class Doctor:
         needed = {self._tool_path(t) for t in SUDO_COMMANDS} | {
             os.path.join(venv_bin, AS_USER_HELPER)}
         privileged = {os.path.join(venv_bin, PRIVILEGED_HELPER)}
-        problems = sudo_problems(parse_sudo_list(listed.stdout), needed, privileged)
+        problems = sudo_problems(parse_sudo_list(listed.stdout), needed, privileged,
+                                 keep=tuple(self.site.slurm.environment()))
         if problems:
             return [Check("sudo", Status.FAIL, f"{user}'s sudo rules: " + "; ".join(problems),
                           fix=f"install the shipped rule: shopfloor service-user {user} "
@@ -639,11 +659,13 @@ def parse_sudo_list(text: str) -> SudoList:
 
 
 def sudo_problems(rules: SudoList, needed: set[str],
-                  privileged: set[str] | frozenset[str] = frozenset()) -> list[str]:
+                  privileged: set[str] | frozenset[str] = frozenset(),
+                  keep: Sequence[str] = ()) -> list[str]:
     """What is wrong with a hub's sudo rules: missing, extra or too broad (empty: fine).
 
     ``needed`` are allowed as users other than root, ``privileged`` (the privileged helper)
-    as root and nothing else as root.
+    as root and nothing else as root; ``keep`` are variables the rule must keep (``SLURM_CONF``
+    when the site sets ``slurm.conf_file``).
     """
     problems = []
     allowed = {c for e in rules.entries for c in e.commands}
@@ -672,8 +694,11 @@ def sudo_problems(rules: SudoList, needed: set[str],
     kept = set()
     for match in re.finditer(r'env_keep\s*\+?=\s*"?([^",]*)"?', rules.defaults):
         kept |= set(match.group(1).split())
-    if extra_env := sorted(kept - set(SUDO_ENV)):
+    if extra_env := sorted(kept - set(SUDO_ENV) - set(SUDO_KEEP_ENV)):
         problems.append(f"keeps variables beyond the named secrets ({', '.join(extra_env)})")
+    if dropped := [name for name in keep if name not in kept]:
+        # slurm.conf_file set, an older rule: sbatch as the user would reach another cluster.
+        problems.append(f"does not keep {', '.join(dropped)} (slurm.conf_file) for sbatch")
     return problems
 
 
@@ -694,7 +719,7 @@ def sudoers_rule(user: str, commands: Sequence[str],
     return (f"Cmnd_Alias {slurm} = {cmds}\n"
             f"Cmnd_Alias {as_user} = {os.path.join(venv_bin, AS_USER_HELPER)}\n"
             f"Cmnd_Alias {root} = {os.path.join(venv_bin, PRIVILEGED_HELPER)}\n"
-            f'Defaults!{slurm} env_keep += "{" ".join(SUDO_ENV)}"\n'
+            f'Defaults!{slurm} env_keep += "{" ".join((*SUDO_ENV, *SUDO_KEEP_ENV))}"\n'
             f"{user} ALL=(ALL, !root) NOPASSWD: {slurm}, {as_user}\n"
             f"{user} ALL=(root) NOPASSWD: {root}")
 
@@ -874,6 +899,7 @@ __all__ = [
     "CHECK_GROUPS",
     "SUDO_COMMANDS",
     "SUDO_ENV",
+    "SUDO_KEEP_ENV",
     "Check",
     "Completed",
     "Doctor",
