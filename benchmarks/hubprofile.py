@@ -78,6 +78,32 @@ def top_functions(lines: Iterable[str], limit: int = 15) -> dict[str, Any]:
     }
 
 
+#: The frames whose callers :func:`callers_of` reports by default: SQLAlchemy's commit.
+COMMIT_FRAME = "Session.commit (sqlalchemy/orm/session.py)"
+
+
+def callers_of(lines: Iterable[str], target: str = COMMIT_FRAME, limit: int = 10,
+               skip: tuple[str, ...] = ("sqlalchemy/", "asyncio/", "tornado/", "<")
+               ) -> dict[str, Any]:
+    """Who spends the samples of ``target``: per stack holding it, the nearest caller above
+    its first occurrence that is not library plumbing (``skip``: file prefixes), summed.
+
+    Tells, for example, which of JupyterHub's or our own functions commit how often.
+    """
+    callers: Counter[str] = Counter()
+    total = 0
+    for frames, count in parse_collapsed(lines):
+        if target not in frames:
+            continue
+        total += count
+        above = frames[:frames.index(target)]
+        caller = next((f for f in reversed(above)
+                       if not f.split(" (", 1)[-1].startswith(skip)), "(unknown)")
+        callers[caller] += count
+    return {"target": target, "samples": total,
+            "callers": [{"function": f, "samples": n} for f, n in callers.most_common(limit)]}
+
+
 def py_spy() -> str | None:
     """py-spy of the benchmark's environment (the ``bench`` extra), else the one on PATH."""
     beside = VENV_PYTHON.parent / "py-spy"
@@ -122,4 +148,5 @@ class HubProfiler:
             lines = self.out.read_text(errors="replace").splitlines()
         except OSError:
             return None
-        return {"file": str(self.out), **top_functions(lines, limit)}
+        return {"file": str(self.out), **top_functions(lines, limit),
+                "commit_callers": callers_of(lines)}

@@ -14,6 +14,11 @@ the hub's REST API. The jobs run a stand-in single-user server (:mod:`benchmarks
 instead of JupyterLab; the hubs, spawners and Slurm are the real ones. Everything the
 benchmark made (hubs, jobs, their logs, the partition) is removed on exit, also on errors and
 Ctrl-C. See ``benchmarks/README.md`` for how to read the result.
+
+``--bursts N`` measures only the spawn burst, fairly: N rounds, each one burst per arm with
+the arms alternated and the first arm rotating, a fresh hub and database per burst and the
+same database settings for both (``--sqlite-wal``); it reports the median burst per arm and
+ours over stock.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import requests
 import yaml
 
 from benchmarks import spawn
+from benchmarks.anchors import load_average, rotate
 from benchmarks.hubprocess import VENV_PYTHON, BenchHub, HubError, HubPorts
 from benchmarks.hubprofile import HubProfiler
 from benchmarks.report import emit, format_grid, median, p90, percentile, ratio
@@ -186,6 +192,8 @@ class SpawnTracker:
     in_flight: dict[str, float] = field(default_factory=dict)
     ready: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: When (``now`` of :meth:`update`) the last server was seen ready.
+    last_ready_at: float | None = None
 
     def __post_init__(self) -> None:
         self.queued = deque(self.names)
@@ -210,6 +218,7 @@ class SpawnTracker:
             model = servers.get(name)
             if model is not None and model.get("ready"):
                 self.ready[name] = now - posted
+                self.last_ready_at = now
             elif model is None:
                 self.failed[name] = "spawn failed (the hub no longer lists the server)"
             elif now - posted > self.timeout:
@@ -404,9 +413,11 @@ def bench_lines(servers: int, concurrency: int, token: str) -> list[str]:
     ]
 
 
-def bench_site(scene: Scene, source: Path = spawn.DEMO_SITE) -> dict[str, Any]:
+def bench_site(scene: Scene, source: Path = spawn.DEMO_SITE, sqlite_wal: bool = True
+               ) -> dict[str, Any]:
     """The demo site, plus the benchmark's partition and the counting Slurm bin folder."""
     site = yaml.safe_load(source.read_text())
+    site["hub"]["sqlite_wal"] = sqlite_wal
     site["slurm"]["bin_dir"] = str(scene.bin_dir("ours"))
     site["partitions"][PARTITION] = {
         "description": "benchmarks.scale only: oversubscribed, tiny jobs.",
@@ -421,11 +432,13 @@ def bench_site(scene: Scene, source: Path = spawn.DEMO_SITE) -> dict[str, Any]:
 
 
 def ours_config(
-    scene: Scene, state_dir: Path, ports: HubPorts, servers: int, concurrency: int, token: str
+    scene: Scene, state_dir: Path, ports: HubPorts, servers: int, concurrency: int, token: str,
+    sqlite_wal: bool = True,
 ) -> str:
     """Our hub: ``install(c, site)`` as :mod:`benchmarks.spawn` does, on the bench site."""
     source = state_dir / "site-source.yaml"
-    source.write_text(yaml.safe_dump(bench_site(scene), sort_keys=False))
+    source.write_text(yaml.safe_dump(bench_site(scene, sqlite_wal=sqlite_wal),
+                                     sort_keys=False))
     return "\n".join([
         spawn.ours_config(state_dir, ports, site_source=source),
         f"c.ShopfloorSpawner.cmd = [{str(scene.standin)!r}]",
@@ -451,15 +464,23 @@ def stock_query_cmd(squeue: Path) -> str:
 
 def stock_config(
     scene: Scene, state_dir: Path, ports: HubPorts, servers: int, concurrency: int, token: str,
-    srun: str,
+    srun: str, sqlite_wal: bool = True,
 ) -> str:
     """Stock ``SlurmSpawner`` as :mod:`benchmarks.spawn` configures it, on the bench partition.
 
     The stand-in replaces both ``batchspawner-singleuser`` (it reports the port the same
-    way) and ``jupyterhub-singleuser``.
+    way) and ``jupyterhub-singleuser``. With ``sqlite_wal`` its SQLite database is opened
+    exactly as ours is with ``hub.sqlite_wal`` (the same ``db_kwargs``), so that both arms
+    run on the same database settings.
     """
+    wal = [
+        "# benchmarks.scale: the same database settings as our hub (hub.sqlite_wal).",
+        "from shopfloor.ops.database import wal_connector",
+        "c.JupyterHub.db_kwargs = {'creator': wal_connector(c.JupyterHub.db_url)}",
+    ] if sqlite_wal else []
     return "\n".join([
         spawn.stock_config(state_dir, ports, USER, srun),
+        *wal,
         "# benchmarks.scale: tiny jobs on the bench partition, the stand-in server.",
         f"c.SlurmSpawner.req_partition = {PARTITION!r}",
         f"c.SlurmSpawner.req_memory = {STOCK_MEMORY!r}",
@@ -718,6 +739,123 @@ def remove_job_logs(arm: Arm, job_ids: Sequence[str], home: str) -> None:
         arm.job_log(home, job_id).unlink(missing_ok=True)
 
 
+# -- alternated bursts: the spawn phase only, arms taking turns ---------------------------
+
+
+def run_burst(arm: Arm, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the arm's fresh hub, spawn ``--servers`` servers, and time the spawn phase.
+
+    The hub, its jobs and its database are new for every burst, so each burst of each arm
+    starts from the same state; the hub is stopped and its jobs are gone before the next.
+    """
+    names = server_names(args.servers)
+    arm.start()
+    profiler = None
+    if args.profile and arm.hub.process is not None:
+        profiler = HubProfiler(arm.hub.process.pid, arm.hub.state_dir / "spawn-profile.txt")
+        profiler.start()
+    load_start = load_average()["load1"]
+    hub_pid = arm.hub.process.pid if arm.hub.process else -1
+    cpu_before, started = cpu_times(hub_pid), time.monotonic()
+    try:
+        tracker = arm.spawn_all(names, args.concurrency, args.spawn_timeout, args.phase_timeout)
+    finally:
+        seconds = time.monotonic() - started
+        cpu_after = cpu_times(hub_pid)
+        profile = profiler.stop() if profiler is not None else None
+    times = list(tracker.ready.values())
+    last_ready = None if tracker.last_ready_at is None else tracker.last_ready_at - started
+    burst: dict[str, Any] = {
+        "seconds": round(seconds, 1),
+        "last_ready_s": _round(last_ready, 1),
+        "ready": len(tracker.ready),
+        "failed": len(tracker.failed),
+        "per_server_median_s": _round(median(times), 2),
+        "per_server_p90_s": _round(p90(times), 2),
+        "hub_cpu_s": (None if cpu_before is None or cpu_after is None
+                      else round(cpu_after.own - cpu_before.own, 1)),
+        "hub_children_cpu_s": (None if cpu_before is None or cpu_after is None
+                               else round(cpu_after.children - cpu_before.children, 1)),
+        "load_start": load_start,
+        "load_end": load_average()["load1"],
+        "errors": dict(list(tracker.failed.items())[:5]),
+    }
+    if profile is not None:
+        burst["profile"] = profile
+    return burst
+
+
+def summarize_bursts(bursts: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Median, min and max burst seconds per arm over bursts where every server got ready,
+    and ours over stock: the ratio of medians and the per-round (paired) ratios."""
+    summary: dict[str, Any] = {}
+    for key, runs in bursts.items():
+        ok = [b["seconds"] for b in runs if not b.get("failed") and b.get("ready")]
+        summary[key] = {
+            "bursts": len(runs), "complete": len(ok), "median_s": _round(median(ok), 1),
+            "min_s": min(ok) if ok else None, "max_s": max(ok) if ok else None,
+            "last_ready_median_s": _round(median(
+                [b["last_ready_s"] for b in runs if b.get("last_ready_s") is not None]), 1),
+            "hub_cpu_median_s": _round(median(
+                [b["hub_cpu_s"] for b in runs if b.get("hub_cpu_s") is not None]), 1),
+        }
+    ours, stock = bursts.get("ours", []), bursts.get("stock", [])
+    paired = [a["seconds"] / b["seconds"] for a, b in zip(ours, stock, strict=False)
+              if not a.get("failed") and not b.get("failed") and b["seconds"]]
+    summary["ratio_ours_over_stock"] = _round(ratio(
+        summary.get("ours", {}).get("median_s"), summary.get("stock", {}).get("median_s")), 3)
+    summary["paired_ours_over_stock"] = {
+        "values": [round(x, 3) for x in paired], "median": _round(median(paired), 3),
+    }
+    return summary
+
+
+def run_alternated(scene: Scene, args: argparse.Namespace, home: str) -> dict[str, Any]:
+    """``--bursts`` rounds; each round runs one burst per arm, the first arm rotating."""
+    bursts: dict[str, list[dict[str, Any]]] = {key: [] for key in args.arm_keys}
+    for round_index in range(args.bursts):
+        for key in rotate(args.arm_keys, round_index):
+            arm = make_arm(key, scene, args, tag=f"-{round_index + 1}")
+            say(f"round {round_index + 1}/{args.bursts}: {key} burst of {args.servers}")
+            try:
+                burst = run_burst(arm, args)
+            finally:
+                with spawn.uninterruptible():
+                    job_ids = arm.hub.job_ids()
+                    arm.close(job_ids)
+                    spawn._try(spawn.wait_jobs_gone, job_ids, 120)
+            burst["round"] = round_index + 1
+            bursts[key].append(burst)
+            say(f"{key}: {burst['ready']}/{args.servers} ready in {burst['seconds']} s "
+                f"(load {burst['load_start']} -> {burst['load_end']})")
+            if not args.keep_state and not burst["failed"]:
+                remove_job_logs(arm, job_ids, home)
+                shutil.rmtree(arm.hub.state_dir, ignore_errors=True)
+    return {"bursts": bursts, "summary": summarize_bursts(bursts)}
+
+
+def bursts_table(document: Mapping[str, Any]) -> str:
+    """One row per burst, then the medians and the ratio."""
+    rows = []
+    for key, runs in document["bursts"].items():
+        for b in runs:
+            rows.append((str(b["round"]), key, f"{b['ready']}/{document['servers']}",
+                         f"{b['seconds']:g}", str(b.get("last_ready_s")),
+                         str(b.get("hub_cpu_s")),
+                         f"{b['load_start']}-{b['load_end']}"))
+    s = document["summary"]
+    footer = [f"{k}: median {s[k]['median_s']} s (min {s[k]['min_s']}, max {s[k]['max_s']})"
+              for k in document["bursts"]]
+    footer.append(f"ours/stock: ratio of medians {s['ratio_ours_over_stock']}, per round "
+                  f"{s['paired_ours_over_stock']['values']} (median "
+                  f"{s['paired_ours_over_stock']['median']})")
+    title = (f"scale bursts: {document['servers']} sessions, {document['concurrency']} in "
+             f"flight, arms alternated (host {document['host']}, {document['cpus']} CPUs)")
+    return format_grid(title, ("round", "arm", "ready", "burst s", "last ready s", "hub CPU s",
+                                "load"),
+                       rows, footer)
+
+
 # -- the document --------------------------------------------------------------------------
 
 
@@ -925,6 +1063,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="sample each hub's Python stacks with py-spy during the spawn "
                         "phase; the busiest functions go into the JSON (spawn_profile)")
+    parser.add_argument("--sqlite-wal", choices=("on", "off"), default="on",
+                        help="both hubs' SQLite in write-ahead-log mode (on: our default, "
+                        "hub.sqlite_wal; stock gets the same db_kwargs) or SQLite's "
+                        "rollback journal (off: JupyterHub's default) (on)")
+    parser.add_argument("--bursts", type=int, default=0,
+                        help="alternated mode: this many rounds of one spawn burst per arm "
+                        "(ours, stock; the first arm rotating), a fresh hub and database per "
+                        "burst, no window; reports median burst times and ours/stock (0: "
+                        "the classic one-arm-after-the-other run with window and restart)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document here")
     parser.add_argument("--table", action="store_true",
                         help="print the table on stdout instead of the JSON")
@@ -934,7 +1081,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.profile and not HubProfiler.available():
         parser.error("--profile needs py-spy on PATH (pip install py-spy)")
     arms = [a for a in args.arms.split(",") if a]
-    if args.servers < 1 or args.window <= 0 or args.concurrency < 1:
+    if args.servers < 1 or args.window <= 0 or args.concurrency < 1 or args.bursts < 0:
         parser.error("--servers and --concurrency must be at least 1, --window above 0")
     if not arms or any(a not in ("ours", "stock") for a in arms):
         parser.error("--arms is a comma-separated list of ours and stock")
@@ -942,13 +1089,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_arm(key: str, scene: Scene, args: argparse.Namespace) -> Arm:
-    state_dir = scene.root / key
+def make_arm(key: str, scene: Scene, args: argparse.Namespace, tag: str = "") -> Arm:
+    """One arm's hub, in a fresh state folder ``<key><tag>`` (a new database each time)."""
+    state_dir = scene.root / f"{key}{tag}"
     state_dir.mkdir(mode=0o700)
     token = secrets.token_hex(32)
     if key == "ours":
         ports = HubPorts(args.ours_port)
-        config = ours_config(scene, state_dir, ports, args.servers, args.concurrency, token)
+        config = ours_config(scene, state_dir, ports, args.servers, args.concurrency, token,
+                             args.sqlite_wal == "on")
         hub = BenchHub("ours", state_dir, ports, config, job_id_pattern=r"submitted job (\d+) to ")
         options = {"partition": PARTITION, "cpus": 1, "memory_gb": OURS_MEMORY_GB,
                    "walltime": str(WALLTIME_MINUTES)}
@@ -956,7 +1105,7 @@ def make_arm(key: str, scene: Scene, args: argparse.Namespace) -> Arm:
                    lambda home, job: Path(home, ".shopfloor", "logs", f"{job}.log"), token)
     ports = HubPorts(args.stock_port)
     config = stock_config(scene, state_dir, ports, args.servers, args.concurrency, token,
-                          args.stock_srun)
+                          args.stock_srun, args.sqlite_wal == "on")
     hub = BenchHub("stock", state_dir, ports, config,
                    job_id_pattern=r"Job submitted\. output: (\d+)")
     return Arm("stock", "stock (batchspawner.SlurmSpawner)", hub, {},
@@ -975,6 +1124,8 @@ def main(argv: list[str] | None = None) -> int:
     scene = Scene(Path(tempfile.mkdtemp(prefix="shopfloor-bench-scale-", dir="/tmp")))
     scene.make(args.arm_keys)
     context: dict[str, Any] = {"active_jobs_on_cluster_at_start": spawn.active_job_count()}
+    if args.bursts:
+        return main_bursts(scene, args, home, started, context)
     arms: list[Arm] = []
     interrupted = hub_failed = False
     try:
@@ -1016,6 +1167,62 @@ def main(argv: list[str] | None = None) -> int:
         context["interrupted"] = True
     document = build_document(arms, args, started, context)
     emit(document, table_for(document), json_out=args.json_out, table_on_stdout=args.table)
+    return 130 if interrupted else 2 if hub_failed else 1 if failed else 0
+
+
+def main_bursts(scene: Scene, args: argparse.Namespace, home: str, started: datetime,
+                context: dict[str, Any]) -> int:
+    """``--bursts``: alternated spawn bursts, cleaned up on every exit like :func:`main`."""
+    result: dict[str, Any] = {"bursts": {}, "summary": {}}
+    interrupted = hub_failed = False
+    try:
+        with spawn.terminate_as_interrupt():
+            create_partition(PARTITION, args.nodes)
+            result = run_alternated(scene, args, home)
+    except HubError as exc:
+        hub_failed = True
+        say(str(exc))
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted; cleaning up")
+    finally:
+        with spawn.uninterruptible():
+            spawn._try(delete_partition, PARTITION)
+    failed = interrupted or hub_failed or not result["bursts"] or any(
+        b.get("failed") for runs in result["bursts"].values() for b in runs)
+    if failed or args.keep_state:
+        say(f"state and logs kept in {scene.root}")
+        context["state_dir"] = str(scene.root)
+    else:
+        shutil.rmtree(scene.root, ignore_errors=True)
+    document = {
+        "benchmark": "scale-bursts",
+        "measures": "seconds until every one of N sessions asked at once is ready, arms "
+                    "alternated",
+        "servers": args.servers, "concurrency": args.concurrency, "rounds": args.bursts,
+        "sqlite_wal": args.sqlite_wal,
+        "arm_order": [rotate(args.arm_keys, i) for i in range(args.bursts)],
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(), "cpus": os.cpu_count(), **context,
+        **result,
+        "versions": spawn.versions(),
+        "notes": [
+            "Each burst: a fresh hub (new state folder and SQLite database, JupyterHub's "
+            "default connection settings in both arms), POST --servers named servers with at "
+            "most --concurrency in flight, poll GET /users/alice every second until all are "
+            "ready; seconds = first POST to the poll that saw the last one ready. Then the "
+            "hub is stopped and its jobs cancelled and gone before the next burst.",
+            "Rounds alternate the arms and rotate which goes first, so load from other users "
+            "of the machine hits both arms alike; per-round ratios pair bursts minutes apart.",
+            "hub_cpu_s: the hub process's own CPU seconds during the burst; "
+            "hub_children_cpu_s: its finished children (sudo, sbatch, squeue, helpers).",
+        ],
+    }
+    if interrupted:
+        document["interrupted"] = True
+    table = bursts_table(document) if result["bursts"] else "no bursts"
+    emit(document, table, json_out=args.json_out, table_on_stdout=args.table)
     return 130 if interrupted else 2 if hub_failed else 1 if failed else 0
 
 

@@ -69,15 +69,42 @@ def save_spawner_state(spawner: Any) -> bool:
     JupyterHub saves state only after ``start()`` returns. ``Spawner.db`` is deprecated, so
     the session is found from the spawner's ORM row (``Spawner.orm_spawner``).
     """
+    if not stage_spawner_state(spawner):
+        return False
+    return commit_staged_states([spawner]) == 1
+
+
+def stage_spawner_state(spawner: Any) -> bool:
+    """Put the spawner's ``get_state()`` on its database row without committing; False if it
+    has no row in a database session (the next commit of that session writes it)."""
     orm_spawner = getattr(spawner, "orm_spawner", None)
-    if orm_spawner is None:
+    if orm_spawner is None or object_session(orm_spawner) is None:
         return False
     orm_spawner.state = spawner.get_state()
-    session = object_session(orm_spawner)
-    if session is None:
-        return False
-    session.commit()
     return True
+
+
+def commit_staged_states(spawners: Iterable[Any]) -> int:
+    """Stage each spawner's latest state again and commit their sessions (JupyterHub's one
+    session, normally), once each; returns how many states were written.
+
+    A failed commit is rolled back (as JupyterHub's own handlers do) and re-raised.
+    """
+    sessions: dict[int, Session] = {}
+    count = 0
+    for spawner in spawners:
+        if stage_spawner_state(spawner):
+            session = object_session(spawner.orm_spawner)
+            if session is not None:
+                sessions[id(session)] = session
+                count += 1
+    for session in sessions.values():
+        try:
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+    return count
 
 
 def server_names(user: Any) -> list[str]:
@@ -486,6 +513,7 @@ __all__ = [
     "IGNORED_SLURMSPAWNER_SETTINGS",
     "IgnoredSettingError",
     "check_when_hub_config_loaded",
+    "commit_staged_states",
     "create_role",
     "delete_named_server",
     "delete_role",
@@ -510,5 +538,6 @@ __all__ = [
     "shared_with",
     "spawner_log_name",
     "spawner_rows",
+    "stage_spawner_state",
     "unshare_with_users",
 ]

@@ -91,7 +91,7 @@ def session_rows(user: Any, jobs: Mapping[str, JobInfo], queue: dict[str, list[s
         if info is not None and info.is_pending:
             line = queue.get(info.partition, [])
             waiting = describe_pending(info, line.index(job_id) + 1 if job_id in line else None,
-                                       now)
+                                       now, account=request.account if request else None)
         rows.append({
             "name": spawner.name or "default",
             "server": spawner.name,

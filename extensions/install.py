@@ -109,6 +109,7 @@ def install(c: Any, site: SiteConfig | str | os.PathLike[str]) -> ShopfloorConte
     # joins the URL only here, in memory: JupyterHub's schema check (alembic) reads nothing
     # else, and JupyterHub redacts it from every log line.
     c.JupyterHub.db_url = database.connect_url(site)
+    c.JupyterHub.db_kwargs = database.engine_kwargs(site)  # SQLite: WAL (hub.sqlite_wal)
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     # Sessions are Slurm jobs: they outlive hub restarts and are reattached, not killed.
     c.JupyterHub.cleanup_servers = False

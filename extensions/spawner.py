@@ -34,6 +34,7 @@ from jupyterhub.spawner import SpawnException
 from traitlets import Any as AnyTrait
 from traitlets import Float, Unicode, default
 
+from shopfloor.auth_site import TOKEN_ENV
 from shopfloor.extensions import metrics
 from shopfloor.extensions.compat import (
     delete_named_server,
@@ -42,15 +43,19 @@ from shopfloor.extensions.compat import (
     spawner_log_name,
 )
 from shopfloor.extensions.context import ShopfloorContext
+from shopfloor.extensions.spawn_batching import RecentChecks, StateSaver
+from shopfloor.extensions.spawn_cancel import cancel_in_background
 from shopfloor.resources import RequestError, ResourceRequest, UserContext
 from shopfloor.slurm.jobscript import JobSpec, build_script, session_job_name
 from shopfloor.slurm.jobwatch import JobState, JobStatus
 from shopfloor.slurm.pending import describe_pending
 from shopfloor.slurm.seam import SlurmError
+from shopfloor.slurm.starttimeout import describe_start_timeout
 from shopfloor.userfiles import private_dir_as_user, tail_as_user
 
 #: Environment variables that are secrets: they travel by name only (sbatch --export).
-SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+#: TOKEN_ENV: the provider's tokens the site passes on (auth.oidc.pass_tokens).
+SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", *TOKEN_ENV)
 
 class UserSpawnError(SpawnException):
     """A spawn error whose page, REST answer and progress event show only ``message``.
@@ -67,9 +72,16 @@ class UserSpawnError(SpawnException):
 
 #: What a user sees when slurmctld does not answer at submit time.
 SCHEDULER_UNREACHABLE = "The scheduler is unreachable, try again in a minute."
+#: Seconds before JupyterHub's start_timeout at which the spawner gives up itself: time to ask
+#: Slurm where the job is (half of it at most) and tell the user.
+START_TIMEOUT_MARGIN = 5.0
 
 #: Clean-up tasks in flight (the event loop keeps only weak references to tasks).
 _BACKGROUND: set[asyncio.Future[None]] = set()
+#: Job log folders (user, path) made private lately, shared by all spawners of the hub.
+_LOG_DIRS_CHECKED = RecentChecks()
+#: The submit-time state saves of all spawners, one commit per burst of submits.
+_STATE_SAVER = StateSaver()
 
 
 class ShopfloorSpawner(SlurmSpawner):
@@ -92,6 +104,16 @@ class ShopfloorSpawner(SlurmSpawner):
     ).tag(config=True)
     job_log_dir = Unicode(
         "{home}/.shopfloor/logs", help="Job log folder; {home} and {user} are filled in."
+    ).tag(config=True)
+    log_dir_recheck_seconds = Float(
+        120.0, help="Seconds a user's job log folder, once made private (by a helper process "
+        "run as the user), is trusted before a spawn checks it again, e.g. 120; 0: at every "
+        "spawn. A job that dies before its server starts makes the next spawn check at once."
+    ).tag(config=True)
+    state_save_delay = Float(
+        0.25, help="Most seconds between sbatch answering and the job id being committed to "
+        "the hub database, e.g. 0.25: the saves of spawns submitted within that time share "
+        "one commit (a burst of spawns is bound by the hub's commits); 0: one commit each."
     ).tag(config=True)
 
     request: ResourceRequest | None = None
@@ -303,12 +325,16 @@ class ShopfloorSpawner(SlurmSpawner):
 
     async def _ensure_log_dir(self) -> None:
         """The job log folder, made as the user and private (0700), even if it was looser."""
+        key = (self.user.name, self.job_log_path())
+        if _LOG_DIRS_CHECKED.fresh(key, self.log_dir_recheck_seconds):
+            return
         problem = await private_dir_as_user(self.user.name, self.job_log_path())
         if problem:
             raise UserSpawnError(
                 f"Cannot create your job log folder {self.job_log_path()}; ask your admin.",
                 reason="log_dir", log_message=f"{self.log_name}: {problem}",
             )
+        _LOG_DIRS_CHECKED.passed(key)
 
     async def job_log_tail(self, lines: int = 15) -> str:
         """The end of the job's log, read as the user (never as root, never via a link)."""
@@ -346,10 +372,19 @@ class ShopfloorSpawner(SlurmSpawner):
         """Start the session's job and wait for its server; the duration and outcome go to
         ``shopfloor_spawn_duration_seconds`` (queue time included)."""
         started, outcome = time.monotonic(), "failed"
+        # Give up a little before JupyterHub's start_timeout does: its own timeout shows the
+        # user an empty "Spawn failed:", ours says why the job did not start and what to do.
+        budget = asyncio.timeout(max(1.0, self.start_timeout - START_TIMEOUT_MARGIN))
         try:
-            result = await self._start_session()
+            async with budget:
+                result = await self._start_session()
             outcome = "ready"
             return result
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            outcome = "timeout"
+            raise await self._start_timeout_error(time.monotonic() - started) from None
         except UserSpawnError as exc:
             outcome = spawn_outcome(exc)
             raise
@@ -363,6 +398,27 @@ class ShopfloorSpawner(SlurmSpawner):
             if self.request is not None:
                 metrics.observe_spawn(self.request.partition, outcome,
                                       time.monotonic() - started)
+
+    async def _start_timeout_error(self, seconds: float) -> UserSpawnError:
+        """The session was not ready within ``start_timeout``: where its job was, and what to
+        do (JupyterHub then stops the server, which cancels the job)."""
+        info = None
+        if self.job_id:
+            try:
+                # The watcher's last answer will do (a fresh squeue may be slow right now).
+                status = await asyncio.wait_for(self.ctx.job_watcher.status(
+                    self.job_id, max_age=self.start_timeout), START_TIMEOUT_MARGIN / 2)
+                info = status.info
+            except TimeoutError:  # Slurm too slow to say: the message says so
+                pass
+        request = self.request
+        message = describe_start_timeout(
+            info, seconds, job_id=self.job_id, log_path=f"{self.job_log_path()}/{self.job_id}.log",
+            account=request.account if request else None, qos=request.qos if request else None)
+        return UserSpawnError(message, reason="start_timeout", log_message=(
+            f"{self.log_name}: job {self.job_id} not ready after {seconds:.0f} s "
+            f"(hub.start_timeout {self.start_timeout} s): "
+            f"{info.state + '/' + info.reason if info else 'state unknown'}"))
 
     async def _start_session(self) -> tuple[str, int]:
         if self.request is None:
@@ -416,7 +472,7 @@ class ShopfloorSpawner(SlurmSpawner):
         self.log.info("%s: submitted job %s to %s", self.log_name, self.job_id, request.partition)
         self.job_token_sha256 = hashlib.sha256(secret["JUPYTERHUB_API_TOKEN"].encode()).hexdigest()
         self.ctx.job_watcher.watch(self.job_id)
-        self._save_state_now()
+        _STATE_SAVER.save_soon(self, self.state_save_delay)
 
     async def _wait_until_ready(self) -> tuple[str, int]:
         port_event = self._port_event or asyncio.Event()
@@ -436,7 +492,10 @@ class ShopfloorSpawner(SlurmSpawner):
                 live = await self.ctx.cluster_info.snapshot()
                 queue = list(live.pending.get(partition, []))
                 position = queue.index(self.job_id) + 1 if self.job_id in queue else None
-                self._pending_message = describe_pending(status.info, position)
+                request = self.request
+                self._pending_message = describe_pending(
+                    status.info, position, account=request.account if request else None,
+                    qos=request.qos if request else None)
             elif status.info and status.info.is_running:
                 self.node_name = status.info.batch_host
                 self._pending_message = (
@@ -500,6 +559,8 @@ class ShopfloorSpawner(SlurmSpawner):
         else:
             message += f" Its log would be at {log_path}."
         job_id = self.job_id
+        # The folder may be why it died (removed since it was checked): check it next time.
+        _LOG_DIRS_CHECKED.forget((self.user.name, self.job_log_path()))
         self.clear_state()
         self._save_state_now()
         return UserSpawnError(
@@ -530,6 +591,8 @@ class ShopfloorSpawner(SlurmSpawner):
             await self.ctx.slurm.scancel(job_id, user=self.user.name)
         except SlurmError as exc:
             self.log.warning("%s: scancel %s failed: %s", self.log_name, job_id, exc)
+            if exc.unreachable:  # forgotten now, the job would wait (and run) for nobody
+                cancel_in_background(self.ctx.slurm, job_id, self.user.name, self.log_name)
         deadline = time.monotonic() + (0 if now else 10)
         while time.monotonic() < deadline:
             status = await self.ctx.job_watcher.status(job_id, max_age=0.5)
@@ -560,7 +623,10 @@ REFUSED_REASONS = ("invalid_options", "sbatch_failed")
 
 
 def spawn_outcome(exc: UserSpawnError) -> str:
-    """``refused`` for a request the hub or Slurm said no to, else ``failed``."""
+    """``refused`` for a request the hub or Slurm said no to, ``timeout`` for a session not
+    ready within ``start_timeout``, else ``failed``."""
+    if exc.reason == "start_timeout":
+        return "timeout"
     return "refused" if exc.reason in REFUSED_REASONS else "failed"
 
 

@@ -77,8 +77,13 @@ def test_pending_session_is_reattached_after_hub_restart(hub: RunningHub) -> Non
         _wait_for_job("alice", "waiting")
         job = _job("alice", "waiting")
         assert job is not None and job["state"] == "PENDING"
-        # The job id is in the hub database while the job is still queued.
-        assert _saved_state(hub, "alice", "waiting")["job_id"] == job["id"]
+        # The job id is in the hub database while the job is still queued: committed
+        # within ShopfloorSpawner.state_save_delay (0.25 s) of sbatch answering.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and "job_id" not in _saved_state(
+                hub, "alice", "waiting"):
+            time.sleep(0.05)
+        assert _saved_state(hub, "alice", "waiting").get("job_id") == job["id"]
         _restart(hub)
         assert _job("alice", "waiting") == job  # not cancelled by the restart
         subprocess.run(["scancel", blocker], check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -136,10 +137,15 @@ async def test_steady_callers_never_wait_for_slurm() -> None:
     """Past 80 % of max_age a caller still gets the current snapshot at once, and one
     background read replaces it before it expires."""
     slurm = FakeSlurm()
-    view = QueueView(slurm, max_age=0.2, min_interval=0.01)
+    view = QueueView(slurm, max_age=1.0, min_interval=0.01)
     first = await view.snapshot()
-    await asyncio.sleep(0.17)
+    # 85 % of max_age after the snapshot was taken (measured, so a busy machine's late wake-up
+    # still leaves 150 ms before it expires).
+    await asyncio.sleep(first.taken + 0.85 - time.monotonic())
     assert await view.snapshot() is first  # not expired: no wait
-    await asyncio.sleep(0.05)  # the background read (10 ms) is done
-    assert slurm.squeues == 2
-    assert (await view.snapshot()) is not first and slurm.squeues == 2
+    latest = first
+    # The background read (10 ms) replaces it before max_age: nobody waited for Slurm.
+    while latest is first and time.monotonic() < first.taken + 0.95:
+        await asyncio.sleep(0.01)
+        latest = await view.snapshot()
+    assert latest is not first and slurm.squeues == 2
