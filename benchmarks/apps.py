@@ -71,7 +71,7 @@ def app_voila(notebook: Path, pool_size: int) -> Iterator[tuple[str, str, int]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     secret = secrets.token_urlsafe(32)
     proc = subprocess.Popen(
-        [PYTHON, "-m", "shopfloor.apps.job", "--notebook", str(notebook), "--base-url", BASE,
+        [PYTHON, "-m", "shopfloor.apps.jobstart", "--notebook", str(notebook), "--base-url", BASE,
          "--callback", f"http://127.0.0.1:{server.server_port}/", "--pool-size", str(pool_size)],
         env={**os.environ, SECRET_ENV: secret}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
@@ -231,10 +231,11 @@ def spawn(http: requests.Session, base: str) -> float:
     raise RuntimeError("the session did not start in 300 s")
 
 
-def wait_no_jobs(pattern: str, timeout: float = 60) -> None:
+def wait_no_jobs(pattern: str, timeout: float = 60, user: str = "alice") -> None:
+    """Wait (at most ``timeout`` s) until no job of ``user`` has a name matching ``pattern``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-u", "alice", "-o", "%j"], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-u", user, "-o", "%j"], capture_output=True,
                              text=True, check=False).stdout
         if not re.search(pattern, out):
             return

@@ -1,6 +1,7 @@
 """Apps in real Chromium: navigation start → first widget visible, warm and cold, vs anchors.
 
-Run from the repository root, as root (the hub authenticates with PAM, jobs run as alice)::
+Run from the repository root, as root (the hub authenticates with PAM; jobs run as the
+user, bob by default)::
 
     sudo /opt/shopfloor/venv/bin/python -m benchmarks.apps_browser --runs 5 --table
 
@@ -11,16 +12,22 @@ the time is measured around that (``page.goto`` → selector visible) and, as a 
 ``performance.now()`` of the final document (its own navigation start, which excludes the
 progress page of a cold start). Arms, interleaved per round with the first arm rotating:
 
-* ``warm``: a published app of alice through the app origin (``apps.origin_url``, the apps
-  service in front of the app's Slurm job), its pool preheated; alice views it.
+* ``warm``: a published app of the user through the app origin (``apps.origin_url``, the apps
+  service in front of the app's Slurm job), its pool preheated; the owner views it.
 * ``direct_voila`` (anchor): a standalone ``voila`` on this machine with the *same* preheat
   settings as the app job (``shopfloor.apps.job.voila_argv``: preheat, pool size, no
   sources), reached directly on its port, no hub, no proxy.
 * ``lab_voila`` (anchor): the same notebook rendered by the Voila server extension inside
-  alice's running JupyterLab session (``/user/alice/voila/render/...`` through the hub's
+  the user's running JupyterLab session (``/user/<user>/voila/render/...`` through the hub's
   proxy): what a hub without Shopfloor shares. The extension cannot preheat.
 * ``cold``: a freshly published app: the first visit starts its Slurm job; the time runs
-  from navigation start through the progress page to the slider.
+  from navigation start through the progress page to the slider. Each cold run also records
+  the service's phases and the job's own timings (``phases``, ``job_timings``).
+
+Every view records ``breakdown_ms`` from the final document's own timeline (first byte, page
+done, DOM ready, load, the widget manager's kernel request, the widget; resources fetched from
+the server vs the cache). Views end as a viewer closing the tab does (Voila's goodbye beacon
+frees the kernel), so repeated views never hit the per-viewer kernel cap.
 
 Between rounds the benchmark waits ``--refill-wait`` so that pools refill (an app in use).
 Targets (issue 17): warm median ≤ 1.2x ``direct_voila``; cold median ≤ 3 s.
@@ -172,9 +179,11 @@ def view(context: Any, url: str, timeout_s: float) -> RunResult:
         page.goto(url, wait_until="commit", timeout=timeout_s * 1000)
         page.wait_for_selector(WIDGET, state="visible", timeout=timeout_s * 1000)
         seconds = time.perf_counter() - started
-        in_page = page.evaluate("performance.now()") / 1000
+        timing = page.evaluate(_TIMING_JS)
+        in_page = timing.pop("now_ms") / 1000
         return RunResult(0, True, seconds, detail={"document_s": round(in_page, 3),
-                                                   "final_url_path": _path(page.url)})
+                                                   "final_url_path": _path(page.url),
+                                                   "breakdown_ms": timing})
     except Exception as exc:  # Playwright's errors; recorded as a failed view with the reason
         try:  # where it got stuck: the page's path and the start of its visible text
             where = f" at {_path(page.url)}: {page.inner_text('body')[:200]!r}"
@@ -182,7 +191,38 @@ def view(context: Any, url: str, timeout_s: float) -> RunResult:
             where = ""
         return RunResult(0, False, error=f"{type(exc).__name__}{where}")
     finally:
-        page.close()
+        _leave(page)
+
+
+def _leave(page: Any) -> None:
+    """Leave the page as a viewer closing the tab does: Voila's ``beforeunload`` handler
+    sends the beacon that shuts the viewer's kernel down (Playwright's plain ``close()``
+    skips it, and the kernels would pile up against the per-viewer cap)."""
+    try:
+        page.goto("about:blank", timeout=10_000)
+    except Exception:  # Playwright's errors: a page that is gone needs no goodbye
+        pass
+    page.close()
+
+
+#: Where a view's time went, from the final document's own timeline (milliseconds since its
+#: navigation start): first byte and last byte of the page, the DOM ready, the load event,
+#: the kernel request of the widget manager, and the resources (how many, how many went to
+#: the server rather than the browser's cache, and the slowest one).
+_TIMING_JS = """() => {
+  const nav = performance.getEntriesByType('navigation')[0] || {};
+  const res = performance.getEntriesByType('resource');
+  const kernel = res.find(r => /\\/api\\/kernels\\//.test(r.name));
+  const fetched = res.filter(r => r.transferSize > 0);
+  const slowest = res.reduce((m, r) => Math.max(m, r.duration), 0);
+  const round = v => v === undefined ? null : Math.round(v);
+  return {now_ms: performance.now(), first_byte: round(nav.responseStart),
+          page_done: round(nav.responseEnd), dom_ready: round(nav.domContentLoadedEventEnd),
+          load: round(nav.loadEventEnd), kernel_request: kernel ? round(kernel.startTime) : null,
+          widget: round(performance.now()), resources: res.length,
+          resources_fetched: fetched.length, slowest_resource: round(slowest),
+          last_resource_end: round(res.reduce((m, r) => Math.max(m, r.responseEnd), 0))};
+}"""
 
 
 def _path(url: str) -> str:
@@ -190,6 +230,18 @@ def _path(url: str) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(url).path
+
+
+def start_phases(http: requests.Session, base: str, user: str, slug: str) -> dict[str, Any]:
+    """Where a cold start's time went, as the apps service saw it (seconds from submit:
+    ``submitted``, ``running``, ``port``, ``ready``) and as the job reported it (seconds from
+    its process start: ``imports_s``, ``voila_ready_s``, ``listening_s``, ``pool_warm_s``)."""
+    try:
+        status = http.get(f"{base}/services/apps/api/apps/{user}/{slug}/status",
+                          timeout=30).json()
+    except (requests.RequestException, ValueError):
+        return {}
+    return {"phases": status.get("phases", {}), "job_timings": status.get("job_timings", {})}
 
 
 def browser_login(context: Any, base: str, user: str, password: str) -> None:
@@ -233,7 +285,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, list[RunResult]], dict[
             while time.monotonic() < deadline and http.get(
                     f"{base}/hub/api/users/{user}", timeout=30).json()["servers"]:
                 time.sleep(0.5)
-            wait_no_jobs(r"shopfloor-app-.*bench-")
+            wait_no_jobs(r"shopfloor-app-.*bench-", user=user)
     return results, info
 
 
@@ -274,9 +326,10 @@ def _rounds(args: argparse.Namespace, pw: Any, http: requests.Session, base: str
                     published.append(slug)
                     result = view(contexts[arm], f"{origin}/services/apps/{user}/{slug}/",
                                   args.cold_timeout)
+                    result.detail.update(start_phases(http, base, user, slug))
                     http.delete(f"{base}/services/apps/api/apps/{user}/{slug}", timeout=60)
                     published.remove(slug)
-                    wait_no_jobs(rf"shopfloor-app-.*{slug}")
+                    wait_no_jobs(rf"shopfloor-app-.*{slug}", user=user)
                 else:
                     url = {"warm": warm_url, "direct_voila": voila_url,
                            "lab_voila": lab_url}[arm]
@@ -295,7 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--user", default="alice")
+    parser.add_argument("--user", default="bob",
+                        help="who publishes and views (not alice: the apps tests cancel "
+                        "alice's app jobs when they clean up)")
     parser.add_argument("--partition", default="cpu",
                         help="where the app jobs and the JupyterLab session run")
     parser.add_argument("--pool-size", type=int, default=1,

@@ -23,6 +23,7 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from shopfloor.accounts.info import AccountsInfo
 from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
 from shopfloor.apps.model import App, AppStore
 from shopfloor.extensions import metrics
@@ -42,6 +43,10 @@ RETRY_AFTER = 15.0
 #: Seconds a kernel given to a viewer may stay without a connected page (a reload, a network
 #: hiccup, a page that never connected) before the service shuts it down.
 UNCONNECTED_GRACE = 60.0
+#: The start-up phases an app job may report with its port (seconds since its process began),
+#: and the largest value accepted: the job is the owner's code, so nothing else is kept.
+JOB_TIMINGS = ("imports_s", "voila_ready_s", "listening_s", "pool_warm_s")
+_MAX_TIMING = 3600.0
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Run:
     state: str = "starting"  #: starting | ready | failed | stopped
     message: str = "Submitting the app to Slurm"
     job_id: str = ""
+    #: The Slurm account the job charges (the owner's choice, validated at this start).
+    account: str | None = None
     node: str = ""
     address: str = ""
     port: int = 0
@@ -77,6 +84,13 @@ class Run:
     task: asyncio.Task[None] | None = None
     #: Kernel id -> the viewer it was given to (placeholders while a page renders).
     kernels: dict[str, KernelClaim] = field(default_factory=dict)
+    #: Seconds from submit at which the service saw each step: ``submitted`` (sbatch
+    #: returned), ``running`` (Slurm said so), ``port`` (the job's callback), ``ready``.
+    phases: dict[str, float] = field(default_factory=dict)
+    #: The job's own start-up phases (:data:`JOB_TIMINGS`), as it reported them.
+    job_timings: dict[str, float] = field(default_factory=dict)
+    #: Set when the job reports its port or the state or message changes (wakes waiters).
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def upstream(self) -> str:
@@ -84,6 +98,33 @@ class Run:
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def mark(self, phase: str) -> None:
+        """Record the first time ``phase`` was reached (seconds since submit)."""
+        self.phases.setdefault(phase, round(time.monotonic() - self.submitted, 3))
+
+    def set_state(self, state: str, message: str) -> None:
+        """Change the state and wake whoever waits for a change (the progress page)."""
+        self.state, self.message = state, message
+        self.wake()
+
+    def say(self, message: str) -> None:
+        """Change the message the progress page shows (waking it when it differs)."""
+        if message != self.message:
+            self.message = message
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake whoever waits in :meth:`wait_change`."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def wait_change(self, timeout: float) -> None:
+        """Return when the state changes or after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        except TimeoutError:
+            pass
 
     def owns(self, kernel_id: str, viewer: str) -> bool:
         """Whether ``kernel_id`` was given to ``viewer`` (unknown ids belong to nobody)."""
@@ -111,9 +152,14 @@ class AppRunner:
         self.settings = site.apps
         self.store = store
         self.callback_base = callback_base.rstrip("/")
-        self.slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir)
+        self.slurm = slurm or Slurm(bin_dir=site.slurm.bin_dir, env=site.slurm.environment())
         self.watcher = JobWatcher(self.slurm)
-        self.cluster = ClusterInfo(self.slurm, site.slurm.info_cache_seconds)
+        # With accounting, snapshots carry the owners' associations: without them the one
+        # resource model could not check the account an app charges (at publish and start).
+        self.cluster = ClusterInfo(
+            self.slurm, site.slurm.info_cache_seconds,
+            accounts=AccountsInfo(self.slurm, site.accounting.cache_seconds)
+            if site.accounting.enabled else None)
         self.policy = RequestPolicy(site)
         self.runs: dict[str, Run] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -131,7 +177,7 @@ class AppRunner:
 
     async def validated_request(self, app: App, owner: UserContext) -> Any:
         """The stored compute request, checked again against today's policy and cluster."""
-        live = await self.cluster.snapshot()
+        live = await self.cluster.snapshot(user=owner.name)
         return self.policy.validate(_as_options(app.version().request), owner, live)
 
     def job_script(self, app: App, request: Any) -> str:
@@ -145,7 +191,7 @@ class AppRunner:
             "PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
         }
         command = [
-            python, "-m", "shopfloor.apps.job", "--notebook", str(snapshot / version.notebook),
+            python, "-m", "shopfloor.apps.jobstart", "--notebook", str(snapshot / version.notebook),
             "--base-url", self.base_url(app),
             "--callback", f"{self.callback_base}/api/callback/{app.owner}/{app.slug}",
             "--pool-size", str(self.settings.pool_size),
@@ -181,6 +227,7 @@ class AppRunner:
     async def _start(self, app: App, owner: UserContext, run: Run) -> None:
         try:
             request = await self.validated_request(app, owner)
+            run.account = request.account
             home = pwd.getpwnam(app.owner).pw_dir
             await _private_dir_as(app.owner, self.site.slurm.job_log_dir.format(
                 home=home, user=app.owner))
@@ -188,6 +235,7 @@ class AppRunner:
                 self.job_script(app, request), user=app.owner,
                 secret_env={SECRET_ENV: run.secret},
             )
+            run.mark("submitted")
             log.info("apps: %s v%s submitted as job %s on %s", app.key, run.version,
                      run.job_id, request.partition)
             await self._wait_ready(run, request.partition)
@@ -203,33 +251,41 @@ class AppRunner:
 
     def _fail(self, run: Run, message: str) -> None:
         log.warning("apps: %s failed to start: %s", run.key, message)
-        run.state, run.message, run.failed_at = "failed", message, time.monotonic()
+        run.failed_at = time.monotonic()
+        run.set_state("failed", message)
 
     async def _wait_ready(self, run: Run, partition: str) -> None:
         deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
-            status = await self.watcher.status(run.job_id, max_age=0.5)
+            # Once the job has called back it runs: ask Slurm afresh for its node.
+            fresh = run.port and not run.node
+            status = await self.watcher.status(run.job_id, max_age=0 if fresh else 0.5)
             if status.state is JobState.GONE:
                 self._fail(run, f"The app's job {run.job_id} ended before it served "
                            "(its owner finds the log in ~/.shopfloor/logs).")
                 return
             info = status.info
             if info and info.is_pending:
-                run.message = describe_pending(info, None)
+                run.say(describe_pending(info, None, account=run.account))
             elif info and info.is_running:
                 run.node = info.batch_host
-                run.message = f"Starting Voila on {run.node}"
-            if run.port and run.node:
-                run.address = await self.slurm.node_address(run.node)
+                run.say(f"Starting Voila on {run.node}")
+                run.mark("running")
+                if not run.address:
+                    # Now, while the job starts Python, rather than after its callback.
+                    run.address = await self.slurm.node_address(run.node)
+            if run.port and run.address:
                 if await self._answers(run):
-                    run.state, run.message = "ready", "Ready"
+                    run.mark("ready")
+                    run.set_state("ready", "Ready")
                     run.ready_after = time.monotonic() - run.submitted
                     metrics.observe_app_cold_start(run.ready_after)
                     run.touch()
                     log.info("apps: %s ready on %s:%s after %.1f s", run.key, run.address,
                              run.port, run.ready_after)
                     return
-            await asyncio.sleep(0.25)
+            # The job's callback wakes this at once; otherwise look at Slurm again soon.
+            await run.wait_change(0.25)
         raise TimeoutError
 
     async def _answers(self, run: Run) -> bool:
@@ -244,14 +300,27 @@ class AppRunner:
             return True
         return True
 
-    def callback(self, key: str, secret: str, port: Any) -> bool:
-        """The job reports its port; accepted only with this run's secret and an int port."""
+    def callback(self, key: str, secret: str, port: Any, timings: Any = None) -> bool:
+        """The job reports its port; accepted only with this run's secret and an int port,
+        which a later report cannot change. ``timings`` (the job's start-up phases) keeps
+        only the names of :data:`JOB_TIMINGS` with plain numbers from 0 to an hour."""
         run = self.runs.get(key)
         if run is None or not hmac.compare_digest(secret.encode(), run.secret.encode()):
             return False
         if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
             return False
-        run.port = port
+        if run.port and port != run.port:
+            return False  # the proxy's target is fixed once reported
+        if isinstance(timings, dict):
+            for name in JOB_TIMINGS:
+                value = timings.get(name)
+                if (isinstance(value, int | float) and not isinstance(value, bool)
+                        and 0 <= value <= _MAX_TIMING):
+                    run.job_timings[name] = round(float(value), 3)
+        if not run.port:
+            run.port = port
+            run.mark("port")
+            run.wake()
         return True
 
     async def stop(self, key: str) -> None:
@@ -261,7 +330,7 @@ class AppRunner:
             await self._cancel(run)
 
     def _forget(self, run: Run) -> None:
-        run.state = "stopped"
+        run.set_state("stopped", run.message)
         if run.task and not run.task.done():
             run.task.cancel()
         if self.runs.get(run.key) is run:

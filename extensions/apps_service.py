@@ -27,7 +27,9 @@ Content-Security-Policy):
   answer 404, as do Voila's page overrides (``?template=``, ``?theme=``: refused with 400).
   Kernels per viewer and per app are capped (``apps.max_kernels_per_viewer``,
   ``apps.max_kernels_per_app``).
-* ``/services/apps/api/apps/<owner>/<app>/status``: the progress page's polling.
+* ``/services/apps/api/apps/<owner>/<app>/status``: the progress page's polling
+  (``?wait=starting`` answers when the app stops starting, at most ten seconds later), with
+  where a cold start's time went (``phases``, ``job_timings``).
 
 A private app answers a viewer who may not open it exactly like a missing one (404).
 """
@@ -98,6 +100,11 @@ _DROP_REQUEST = {"cookie", "authorization", "host", "connection", "upgrade", "ke
 _DROP_RESPONSE = {"set-cookie", "connection", "keep-alive", "transfer-encoding",
                   "content-length", "server", "date"}
 TEMPLATES = Path(__file__).with_name("templates")
+#: Seconds a progress page's status request may wait for its app's state to change.
+STATUS_WAIT_S = 10.0
+#: Seconds the viewer's hub groups, asked when a page opened, also answer for that page's
+#: files and kernel calls (the page and kernel websockets always ask the hub afresh).
+VIEWER_CACHE_S = 5.0
 
 
 class Hub:
@@ -106,6 +113,8 @@ class Hub:
     def __init__(self, api_url: str, token: str) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
+        #: User name -> (when asked, the answer): :meth:`user_context` with ``max_age``.
+        self._contexts: dict[str, tuple[float, UserContext]] = {}
 
     async def get(self, path: str) -> dict[str, Any] | None:
         response = await httpclient.AsyncHTTPClient().fetch(
@@ -130,11 +139,26 @@ class Hub:
         except KeyError:
             return False
 
-    async def user_context(self, model: dict[str, Any]) -> UserContext:
-        """Hub groups (asked fresh: a group change counts at once) plus Unix groups."""
+    async def user_context(self, model: dict[str, Any], max_age: float = 0.0) -> UserContext:
+        """Hub groups plus Unix groups: asked fresh (a group change counts at once), or an
+        answer at most ``max_age`` seconds old (for the many files of a page just opened)."""
         name = model["name"]
+        now = time.monotonic()
+        known = self._contexts.get(name)
+        if known is not None and now - known[0] <= max_age:
+            return known[1]
+        context = await self._user_context(name, model)
+        if len(self._contexts) > 1000:  # forget stale answers instead of growing forever
+            self._contexts = {k: v for k, v in self._contexts.items()
+                              if now - v[0] <= VIEWER_CACHE_S}
+        self._contexts[name] = (now, context)
+        return context
+
+    async def _user_context(self, name: str, model: dict[str, Any]) -> UserContext:
         user = await self.get(f"/users/{quote(name)}") or {}
-        groups = set(user.get("groups") or model.get("groups") or [])
+        # The hub's answer counts even when empty: the token's model (cached by HubOAuth for
+        # minutes) would bring back a group the user was just removed from.
+        groups = set(user["groups"] if "groups" in user else model.get("groups") or [])
         try:
             pw = pwd.getpwnam(name)
             groups |= {grp.getgrgid(g).gr_name for g in os.getgrouplist(name, pw.pw_gid)}
@@ -184,11 +208,13 @@ class _Access(HubOAuthenticated):
             return
         super().check_xsrf_cookie()  # type: ignore[misc]
 
-    async def viewer(self) -> UserContext | None:
+    async def viewer(self, max_age: float = 0.0) -> UserContext | None:
+        """The hub user asking (None: anonymous or a service), with their groups at most
+        ``max_age`` seconds old."""
         model = self.get_current_user()
         if not model or model.get("kind", "user") != "user":
             return None
-        return await self.hub.user_context(model)
+        return await self.hub.user_context(model, max_age)
 
     def not_found(self, owner: str, slug: str) -> web.HTTPError:
         """The one answer for a missing app and for one the caller may not open."""
@@ -200,11 +226,12 @@ class _Access(HubOAuthenticated):
         except AppNotFound:
             raise self.not_found(owner, slug) from None
 
-    async def visible_app(self, owner: str, slug: str) -> tuple[App, UserContext | None]:
+    async def visible_app(self, owner: str, slug: str,
+                          max_age: float = 0.0) -> tuple[App, UserContext | None]:
         """The app if the caller may open it. Otherwise a login redirect (a page asked for
         without login) or 404, the same whether the app exists or not: nobody learns which
-        private apps exist."""
-        viewer = await self.viewer()
+        private apps exist. ``max_age``: see :meth:`viewer`."""
+        viewer = await self.viewer(max_age)
         try:
             app: App | None = self.store.get(owner, slug)
         except AppNotFound:
@@ -345,7 +372,7 @@ class AppListHandler(_Base):
             user_exists=lambda n: users.get(n, False), group_exists=lambda n: groups.get(n, False),
         )
         try:
-            live = await self.runner.cluster.snapshot()
+            live = await self.runner.cluster.snapshot(user=owner.name)
             request = self.runner.policy.validate(
                 compute_options(spec.compute, self.site.apps), owner, live)
         except RequestError as exc:
@@ -433,16 +460,25 @@ class AudienceHandler(AppApiHandler):
 
 
 class StatusHandler(_Base):
-    """Where the app's job is (for the progress page)."""
+    """Where the app's job is (for the progress page). With ``?wait=starting`` the answer
+    waits (at most :data:`STATUS_WAIT_S`) until the app stops starting or its message
+    changes, so the page reloads the moment its app is ready instead of at its next poll."""
 
     async def get(self, owner: str, slug: str) -> None:
         app, _ = await self.visible_app(owner, slug)
         run = self.runner.run_for(app)
+        if self.get_argument("wait", "") == "starting" and run is not None:
+            deadline, said = time.monotonic() + STATUS_WAIT_S, run.message
+            while run is not None and run.state == "starting" and run.message == said and (
+                    left := deadline - time.monotonic()) > 0:
+                await run.wait_change(left)
+                run = self.runner.run_for(app)
         if run is None:
             self.write_json({"state": "stopped", "message": "Not running"})
         else:
             self.write_json({"state": run.state, "message": run.message, "job_id": run.job_id,
-                             "ready_after": run.ready_after})
+                             "ready_after": run.ready_after, "phases": run.phases,
+                             "job_timings": run.job_timings})
 
 
 class ThumbnailHandler(_Base):
@@ -468,11 +504,12 @@ class CallbackHandler(web.RequestHandler):
 
     def post(self, owner: str, slug: str) -> None:
         try:
-            port = json.loads(self.request.body or b"{}").get("port")
+            body = json.loads(self.request.body or b"{}")
+            port, timings = body.get("port"), body.get("timings")
         except (ValueError, AttributeError):
-            port = None
+            port = timings = None
         secret = self.request.headers.get(SECRET_HEADER, "")
-        if not self.settings["runner"].callback(f"{owner}/{slug}", secret, port):
+        if not self.settings["runner"].callback(f"{owner}/{slug}", secret, port, timings):
             raise web.HTTPError(403)
         self.finish({"ok": True})
 
@@ -502,7 +539,12 @@ class AppProxyHandler(_Base):
     the job; kernels only for the viewer they were given to, and only so many."""
 
     async def _handle(self, owner: str, slug: str, path: str) -> None:
-        app, viewer = await self.visible_app(owner, slug)
+        # The page itself (a new kernel) asks the hub afresh; the hundred files and calls of
+        # a page being loaded may reuse that answer for a few seconds, instead of a hub
+        # request each (they were most of the gap to a Voila reached directly).
+        fresh = path in ("", "/")
+        app, viewer = await self.visible_app(owner, slug,
+                                             max_age=0.0 if fresh else VIEWER_CACHE_S)
         path = _app_path(path)
         if path == "" and any(k in self.request.query_arguments for k in _OVERRIDES):
             raise web.HTTPError(400, "This app is shown as its owner published it; remove "
@@ -559,7 +601,11 @@ class AppProxyHandler(_Base):
         if kernel is not None and run is self.runner.run_for(app):
             run.kernels[kernel] = KernelClaim(who)
         if response.code == 200:
-            metrics.observe_app_open(cold=False)
+            # A run's first page ends the visit that cold-started it (counted cold then);
+            # every later page found the app running: a warm hit.
+            if "page" in run.phases:
+                metrics.observe_app_open(cold=False)
+            run.mark("page")
             self.store.record_visit(app, viewer.name if viewer else None)
 
     async def owner_context(self, app: App) -> UserContext:
@@ -591,7 +637,12 @@ class AppProxyHandler(_Base):
         for name, value in response.headers.get_all():
             if name.lower() not in _DROP_RESPONSE:
                 self.add_header(name, value)
-        self.finish(response.body or b"")
+        if response.code in (204, 304) or 100 <= response.code < 200:
+            # No body may follow these (Voila answers a kernel shutdown with 204; the
+            # browser's cache checks of static files get 304).
+            self.finish()
+        else:
+            self.finish(response.body or b"")
         return response
 
     async def get(self, owner: str, slug: str, path: str) -> None:

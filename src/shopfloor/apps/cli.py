@@ -19,7 +19,7 @@ def _app_ref(text: str) -> tuple[str, str]:
 
 
 def _compute(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("partition", "cpus", "memory_gb", "gpus", "walltime")
+    keys = ("partition", "cpus", "memory_gb", "gpus", "walltime", "account", "qos")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -101,6 +101,9 @@ def add_apps_parser(sub: Any) -> None:
     publish.add_argument("--memory-gb", dest="memory_gb")
     publish.add_argument("--gpus")
     publish.add_argument("--walltime")
+    publish.add_argument("--account", help="the Slurm account the app's jobs charge (one of "
+                         "yours; default: your default account)")
+    publish.add_argument("--qos", help="the QoS of the app's jobs (default: the account's)")
     listing = actions.add_parser("list", help="apps you can see")
     listing.add_argument("--filter", default="all", choices=["all", "mine", "shared"])
     listing.add_argument("--search", default="")

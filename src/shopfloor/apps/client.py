@@ -7,7 +7,7 @@ in the hub's service list (``$SHOPFLOOR_APPS_URL`` overrides)::
     apps = AppsClient.from_env()
     app = apps.publish("slider_app.ipynb", title="Wave explorer", audience="groups",
                        names=["ml-team"], compute={"partition": "cpu", "cpus": 1},
-                       note="First version")
+                       account="proj-chem", note="First version")
     apps.rollback(app["owner"], app["slug"])
 
 Every check happens in the service; a refusal raises :class:`AppsError` whose ``problems`` map
@@ -89,14 +89,24 @@ class AppsClient:
         files: Sequence[str] = (),
         thumbnail: str | os.PathLike[str] | None = None,
         note: str = "",
+        account: str | None = None,
+        qos: str | None = None,
     ) -> dict[str, Any]:
         """Publish ``notebook`` as a new version; returns the app's summary and URL.
 
         ``note`` says what changed in this version (one line); version lists show it.
+        ``account`` is the Slurm account the app's jobs charge (one of yours, as
+        ``Hub().partitions()["accounts"]`` lists them; your default account when None) and
+        ``qos`` their QoS; both go into ``compute`` and the service checks them at publish
+        and again at every start of the app's job.
         """
+        compute = dict(compute or {})
+        for key, value in (("account", account), ("qos", qos)):
+            if value is not None:
+                compute[key] = value
         body: dict[str, Any] = {
             "notebook": os.path.abspath(notebook), "title": title, "description": description,
-            "audience": audience, "names": list(names), "compute": dict(compute or {}),
+            "audience": audience, "names": list(names), "compute": compute,
             "files": list(files), "note": note,
         }
         if slug:

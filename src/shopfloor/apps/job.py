@@ -1,8 +1,10 @@
 """Job side of a published app: standalone Voila that answers only the apps service.
 
-Run inside the app's Slurm job (as the app's owner) as::
+Run inside the app's Slurm job (as the app's owner) through :mod:`shopfloor.apps.jobstart`
+(which keeps an unused slow import out of Voila's start) as::
 
-    python -m shopfloor.apps.job --notebook SNAPSHOT/app.ipynb --base-url /services/apps/o/a/ \\
+    python -m shopfloor.apps.jobstart --notebook SNAPSHOT/app.ipynb \\
+        --base-url /services/apps/o/a/ \\
         --callback http://hub-host:port/services/apps/api/callback/o/a --pool-size 1
 
 The per-run secret arrives by name in ``$SHOPFLOOR_APP_SECRET`` (sbatch ``--export``); it is
@@ -25,6 +27,7 @@ import os
 import re
 import stat
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -107,6 +110,8 @@ class AppVoila(Voila):
 
     shopfloor_secret = ""
     shopfloor_callback = ""
+    #: Seconds of this job's start-up phases, reported to the apps service with the port.
+    shopfloor_timings: dict[str, float] = {}
 
     def init_handlers(self) -> list[Any]:
         return guard_handlers(super().init_handlers(), self.shopfloor_secret)
@@ -124,14 +129,26 @@ class AppVoila(Voila):
         super().start()
 
     async def _report_port(self) -> None:
+        """Report the port as soon as Voila listens, while the pool still warms: the first
+        page waits inside Voila for the warming kernel, so the viewer's progress page and its
+        reload overlap with the kernel's start instead of following it. Then report again
+        with the pool's warm-up time (the same port; the service only adds the timing)."""
+        timings = {**self.shopfloor_timings, "listening_s": process_age()}
+        if not await self._report(timings):
+            return
         await self._pool_warm()
+        timings["pool_warm_s"] = process_age()
+        await self._report(timings)
+
+    async def _report(self, timings: dict[str, float]) -> bool:
         try:
             await asyncio.to_thread(report_port, self.shopfloor_callback, self.port,
-                                    self.shopfloor_secret)
+                                    self.shopfloor_secret, timings=timings)
         except RuntimeError as exc:
             self.log.error("shopfloor: %s", exc)
             tornado.ioloop.IOLoop.current().stop()
-
+            return False
+        return True
 
     async def _pool_warm(self, timeout: float = 120) -> None:
         """Wait until the preheated kernels have rendered the notebook (first view is warm)."""
@@ -143,10 +160,26 @@ class AppVoila(Voila):
                 self.log.warning("shopfloor: kernel pool not warm after %.0f s", timeout)
 
 
-def report_port(callback: str, port: int, secret: str, attempts: int = 30) -> None:
-    """Tell the apps service where we listen (authenticated by the per-run secret)."""
+def process_age() -> float:
+    """Seconds since this process started (its exec, from ``/proc``), 0.0 where unknown."""
+    try:
+        with open("/proc/self/stat") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, 22nd field
+        return round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 3)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def report_port(callback: str, port: int, secret: str, attempts: int = 30,
+                timings: dict[str, float] | None = None) -> None:
+    """Tell the apps service where we listen (authenticated by the per-run secret), with the
+    seconds since this process started that each start-up phase ended at (``timings``)."""
+    body: dict[str, Any] = {"port": port}
+    if timings:
+        body["timings"] = timings
     request = urllib.request.Request(
-        callback, data=json.dumps({"port": port}).encode(), method="POST",
+        callback, data=json.dumps(body).encode(), method="POST",
         headers={SECRET_HEADER: secret, "Content-Type": "application/json"},
     )
     for _ in range(attempts):
@@ -158,8 +191,6 @@ def report_port(callback: str, port: int, secret: str, attempts: int = 30) -> No
                 raise RuntimeError(f"the apps service refused our port ({exc.code})") from None
         except OSError:
             pass
-        import time
-
         time.sleep(1)
     raise RuntimeError("could not reach the apps service to report our port")
 
@@ -189,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--callback", required=True)
     parser.add_argument("--pool-size", type=int, default=1)
     args = parser.parse_args(argv)
+    imported = process_age()  # this module's imports (Voila's above all) ran before main()
     private_output()
     secret = os.environ.pop(SECRET_ENV, "")
     if len(secret) < 32:
@@ -200,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     app.shopfloor_secret = secret
     app.shopfloor_callback = args.callback
     app.initialize(voila_argv(args.notebook, args.base_url, address, port, args.pool_size))
+    app.shopfloor_timings = {"imports_s": imported, "voila_ready_s": process_age()}
     redact_logs(app.log, logging.getLogger("tornado.access"))
     app.start()
 

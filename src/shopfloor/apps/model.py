@@ -167,6 +167,8 @@ class App:
             "versions": [v.number for v in self.versions], "updated": self.updated,
             "note": version.note, "history": [v.describe() for v in self.versions],
             "partition": version.request.get("partition"),
+            # The Slurm account the app's jobs charge (the owner's choice or default).
+            "account": version.request.get("account"),
             "has_thumbnail": version.thumbnail is not None,
             "viewers": len(self.usage.viewers), "sessions": self.usage.sessions,
         }

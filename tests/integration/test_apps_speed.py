@@ -1,0 +1,141 @@
+"""How fast an app opens, against the real hub, Slurm and Voila, without giving anything away.
+
+* A cold start reports where its time went (the service's phases, the job's own timings), and
+  the progress page's status call returns the moment the app serves (no poll interval).
+* A viewer who closes the page frees their kernel at once (Voila's goodbye beacon answers 204
+  through the service), so reloading never runs into the per-viewer cap.
+* The page's files reuse the viewer's groups for a few seconds, but the page itself asks the
+  hub afresh: a viewer removed from the app's group is refused at the next page.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from appsupport import (
+    SHARE_GROUP,
+    apps_hub,
+    install_notebook,
+    kernel_id,
+    origin_of,
+    share_group,
+    wait_app_ready,
+)
+from hubclient import HubClient
+from support import RunningHub
+
+pytestmark = [pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
+PER_VIEWER = 2
+
+
+@pytest.fixture(scope="module")
+def ahub(local_cluster: object, passwords: dict[str, str]) -> Iterator[RunningHub]:
+    with apps_hub(passwords, idle_stop_minutes=10, partition="cpu", walltime="0:20:00",
+                  max_kernels_per_viewer=PER_VIEWER) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def notebook() -> Path:
+    return install_notebook("alice")
+
+
+def publish(hub: RunningHub, notebook: Path, slug: str, **fields: object) -> str:
+    token = hub.client("alice").token()
+    resp = requests.post(f"{hub.url}/services/apps/api/apps", timeout=60,
+                         headers={"Authorization": f"token {token}"},
+                         json={"notebook": str(notebook), "title": slug, "slug": slug,
+                               "audience": "hub", **fields})
+    assert resp.status_code == 201, resp.text
+    return f"alice/{slug}"
+
+
+def say_goodbye(client: HubClient, origin: str, key: str, kernel: str) -> int:
+    """What Voila's ``beforeunload`` handler sends when the tab closes (a beacon: a form POST
+    with the origin's ``_xsrf`` cookie value)."""
+    host = origin.split("//", 1)[1].split(":")[0]
+    xsrf = next((c.value for c in client.http.cookies if c.domain == host
+                 and c.name == "_xsrf"), "")
+    resp = client.http.post(f"{origin}/services/apps/{key}/voila/api/shutdown/{kernel}",
+                            data={"_xsrf": xsrf},
+                            headers={"Sec-Fetch-Site": "same-origin"})
+    return resp.status_code
+
+
+def test_cold_start_says_where_its_time_went(ahub: RunningHub, notebook: Path) -> None:
+    key = publish(ahub, notebook, "phases")
+    origin = origin_of(ahub)
+    alice = ahub.client("alice")
+    first = alice.http.get(f"{origin}/services/apps/{key}/")
+    assert first.status_code == 202  # the progress page: the job was submitted
+    status_url = f"{origin}/services/apps/api/apps/{key}/status"
+    deadline = time.monotonic() + 180
+    status: dict[str, object] = {}
+    shown = None
+    while time.monotonic() < deadline:
+        asked = time.monotonic()
+        status = alice.http.get(status_url, params={"wait": "starting"}, timeout=30).json()
+        waited = time.monotonic() - asked
+        if status["state"] != "starting":
+            break
+        # Still starting: the service held the answer until there was something new to show
+        # (or for its whole wait), so the page needs no poll interval of its own.
+        assert waited > 1 or status["message"] != shown, (waited, status)
+        shown = status["message"]
+    assert status["state"] == "ready", status
+    phases = status["phases"]
+    assert isinstance(phases, dict)
+    assert 0 <= phases["submitted"] <= phases["port"] <= phases["ready"], phases
+    assert phases.get("running", 0) <= phases["ready"], phases
+    timings = status["job_timings"]
+    assert isinstance(timings, dict)
+    assert 0 < timings["imports_s"] <= timings["voila_ready_s"] <= timings["listening_s"], timings
+    # The port came before the pool was warm (or with it): the first page waits for the
+    # kernel inside Voila, while the progress page is already reloading.
+    page = wait_app_ready(alice, origin, key)
+    assert kernel_id(page.text)
+    late = alice.http.get(status_url).json()["job_timings"]
+    assert late["pool_warm_s"] >= late["listening_s"], late
+
+
+def test_closing_the_page_frees_the_viewers_kernel(ahub: RunningHub, notebook: Path) -> None:
+    key = publish(ahub, notebook, "goodbye")
+    origin = origin_of(ahub)
+    bob = ahub.client("bob")
+    for visit in range(PER_VIEWER + 2):  # more pages than the cap, one after the other
+        page = wait_app_ready(bob, origin, key)
+        assert page.status_code == 200, (visit, page.status_code, page.text[-300:])
+        kernel = kernel_id(page.text)
+        assert say_goodbye(bob, origin, key, kernel) == 204, visit
+        # Gone for real: its REST path now answers like any unknown kernel.
+        assert bob.http.get(f"{origin}/services/apps/{key}/api/kernels/{kernel}").status_code \
+            == 404
+
+
+def test_a_viewer_removed_from_the_group_loses_the_next_page(
+        ahub: RunningHub, notebook: Path) -> None:
+    share_group(ahub, ["bob"])
+    key = publish(ahub, notebook, "grouped", audience="groups", names=[SHARE_GROUP])
+    origin = origin_of(ahub)
+    bob = ahub.client("bob")
+    page = wait_app_ready(bob, origin, key)
+    kernel = kernel_id(page.text)
+    static = f"{origin}/services/apps/{key}/voila/static/voila.js"
+    assert bob.http.get(static).status_code == 200
+    admin = ahub.client("admin")
+    admin.api("DELETE", f"/groups/{SHARE_GROUP}/users", token=admin.token(),
+              json={"users": ["bob"]}).raise_for_status()
+    try:
+        # The page asks the hub afresh: refused at once, as if the app did not exist.
+        assert bob.http.get(f"{origin}/services/apps/{key}/").status_code == 404
+        # Everything else follows within the few seconds its answer may be reused.
+        time.sleep(6)
+        assert bob.http.get(static).status_code == 404
+        assert bob.http.get(f"{origin}/services/apps/{key}/api/kernels/{kernel}").status_code \
+            == 404
+    finally:
+        share_group(ahub, ["bob"])
