@@ -296,7 +296,7 @@ class Workshops:
                                number: int) -> str:
         password = await ops.create_account(username)
         if self.site.accounting.enabled:
-            await ops.associate_participant(username)
+            await ops.associate_participant(username, slurm_conf=self.site.slurm.conf_file)
         # Stored first: whatever fails next, the end of the workshop finds and removes it.
         self.store.add_participant(Participant(
             username=username, workshop=workshop.name, name=name, number=number,
@@ -485,14 +485,16 @@ class Workshops:
         for participant in participants:
             await self.hub.call("DELETE", f"/users/{participant.username}", ok=(204, 404))
             if self.site.accounting.enabled:
-                await ops.remove_participant_association(participant.username)
+                await ops.remove_participant_association(
+                    participant.username, slurm_conf=self.site.slurm.conf_file)
             if accounts == "delete":
                 await ops.delete_account(participant.username)
             else:
                 await ops.disable_account(participant.username)
             self.store.set_participant_state(participant.username, "removed")
         if self.site.accounting.enabled:
-            await ops.remove_workshop_account(workshop.name)
+            await ops.remove_workshop_account(workshop.name,
+                                              slurm_conf=self.site.slurm.conf_file)
         return accounts
 
     async def _end_cleanup_hub(self, caller: dict[str, Any], workshop: Workshop,

@@ -94,7 +94,9 @@ class SlurmSettings(_Strict):
         description="The cluster's slurm.conf when it is not where the Slurm tools look by "
         "default (/etc/slurm/slurm.conf), e.g. '/etc/slurm-prod/slurm.conf': the hub and its "
         "services run every Slurm command with SLURM_CONF set to it (through sudo too; jobs "
-        "get it from slurmd). An absolute path; empty means Slurm's own default.",
+        "get it from slurmd). An absolute path; empty means Slurm's own default. Workshop "
+        "reservations and accounts pass it to the root helper, which accepts only a file "
+        "owned by root and writable by nobody else, in root-owned folders, with no link.",
     )
     poll_interval: float = Field(
         5.0, gt=0, le=300,

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from appsupport import install_notebook, kernel_id, origin_of, service_login, wait_app_ready
+from appsupport import wait_for_service as apps_service_ready
 from opssupport import private_hub, sample, scrape
 from prometheus_client.parser import text_string_to_metric_families
 from support import PORT_BASE, RunningHub, job_hub_port
@@ -93,19 +94,6 @@ def assert_refused_without_token(hub: RunningHub, service: str, hub_token: str) 
             assert "shopfloor_" not in resp.text
 
 
-def wait_for_apps(hub: RunningHub, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{hub.url}/services/apps/", timeout=5,
-                            allow_redirects=False).status_code in (200, 302):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("the apps service did not answer")
-
-
 def cancel_jobs_named(suffix: str) -> None:
     out = subprocess.run(["squeue", "-h", "-o", "%i|%j"], capture_output=True, text=True,
                          check=False).stdout
@@ -117,7 +105,7 @@ def cancel_jobs_named(suffix: str) -> None:
 
 def test_apps_service_metrics_after_cold_start_and_warm_hit(
         mhub: RunningHub, metrics_token: str) -> None:
-    wait_for_apps(mhub)
+    apps_service_ready(mhub.url)
     alice = mhub.client("alice")
     token = alice.token()
     assert_refused_without_token(mhub, "apps", token)

@@ -25,7 +25,17 @@ every argument before anything happens and refuses with exit code 2 and a messag
     under ``workshops``). ``sacctmgr`` needs a Slurm administrator: a Slurm *operator* role
     for the hub would let it change every account, budget and QOS instead.
 
-Nothing here takes a path, a shell command or a user that is not a workshop participant.
+``--slurm-conf PATH`` (before a Slurm verb: ``reservation`` and ``slurm-*``)
+    which cluster: ``scontrol``/``sacctmgr`` run with ``SLURM_CONF=PATH`` (the site's
+    ``slurm.conf_file``). sudo never keeps ``SLURM_CONF`` for this command, because a
+    slurm.conf names plugins that root would load; so the path comes as an argument and is
+    accepted only if nobody but root can have written it or can change it later (see
+    :func:`check_slurm_conf`): an absolute, plain path to a regular file, no symbolic link
+    anywhere on it, the file and every folder above it owned by root and writable by nobody
+    else.
+
+Nothing else here takes a path, and nothing takes a shell command or a user that is not a
+workshop participant.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import os
 import pwd
 import re
 import secrets
+import stat
 import subprocess
 import sys
 import time
@@ -74,14 +85,64 @@ class Refused(Exception):
     """An argument this command does not accept (exit code 2)."""
 
 
+def check_slurm_conf(path: str) -> str:
+    """``path`` if root may hand it to Slurm as ``SLURM_CONF``, else :class:`Refused`.
+
+    Accepted: an absolute path with no ``.``, ``..`` or ``//`` in it, to a regular file; no
+    component is a symbolic link; the file and every folder above it are owned by root and
+    writable neither by their group nor by others. Then only root could have written what
+    Slurm reads, and nobody else can swap it between this check and Slurm opening it (the
+    check holds for the path as Slurm resolves it). What that root-owned file names in turn
+    (``Include``, plugins) is the site admin's choice, as for /etc/slurm/slurm.conf.
+    """
+    def refuse(why: str) -> Refused:
+        return Refused(f"--slurm-conf {path!r}: {why}")
+
+    if any(c in path for c in "\n\r\0"):
+        raise refuse("must be one line (no newline or NUL)")
+    if not path.startswith("/"):
+        raise refuse("must be an absolute path, e.g. /etc/slurm/slurm.conf")
+    if path.startswith("//") or os.path.normpath(path) != path:
+        raise refuse("must be a plain path, without '.', '..', '//' or a trailing '/'")
+    parts = path.split("/")[1:]
+    for depth in range(len(parts) + 1):
+        here = "/" + "/".join(parts[:depth])
+        try:
+            info = os.lstat(here)
+        except OSError as exc:
+            raise refuse(f"{here}: {exc.strerror}") from None
+        last = depth == len(parts)
+        if stat.S_ISLNK(info.st_mode):
+            raise refuse(f"{here} is a symbolic link; name the real path in slurm.conf_file")
+        if not (stat.S_ISREG(info.st_mode) if last else stat.S_ISDIR(info.st_mode)):
+            raise refuse(f"{here} is not a {'regular file' if last else 'folder'}")
+        if info.st_uid != 0:
+            raise refuse(f"{here} is owned by uid {info.st_uid}, not root")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise refuse(f"{here} is writable by its group or by others "
+                         f"(mode {stat.S_IMODE(info.st_mode):04o})")
+    return path
+
+
+def slurm_environment(conf: str) -> dict[str, str] | None:
+    """What the helper's Slurm tools get in their environment for ``--slurm-conf conf``."""
+    return {"SLURM_CONF": conf} if conf else None
+
+
 def command_path(python: str | None = None) -> str:
     """``shopfloor-privileged`` of the environment whose interpreter is ``python``."""
     return str(Path(python or sys.executable).parent / COMMAND)
 
 
-def privileged_argv(verb: str, *args: str, python: str | None = None) -> list[str]:
-    """How to run ``shopfloor-privileged VERB ARGS``: directly as root, else through sudo."""
-    argv = [command_path(python), verb, *args]
+def privileged_argv(verb: str, *args: str, python: str | None = None,
+                    slurm_conf: str = "") -> list[str]:
+    """How to run ``shopfloor-privileged VERB ARGS``: directly as root, else through sudo.
+
+    ``slurm_conf`` (the site's ``slurm.conf_file``; empty: Slurm's default) goes to the Slurm
+    verbs as ``--slurm-conf``, which the helper checks before it sets ``SLURM_CONF``.
+    """
+    conf = ["--slurm-conf", slurm_conf] if slurm_conf and verb in SLURM_VERBS else []
+    argv = [command_path(python), *conf, verb, *args]
     if os.geteuid() == 0:
         return argv
     from shopfloor.userfiles import sudo_argv
@@ -153,11 +214,11 @@ def _participant(name: str) -> str:
     return _account(name, ours=True)
 
 
-def _accounting() -> AccountingSync:
+def _accounting(conf: str) -> AccountingSync:
     from shopfloor.slurm.accounting import AccountingSync
     from shopfloor.slurm.seam import SlurmSync
 
-    return AccountingSync(SlurmSync())
+    return AccountingSync(SlurmSync(env=slurm_environment(conf)))
 
 
 def _check_parent(accounting: AccountingSync, account: str) -> bool:
@@ -169,8 +230,9 @@ def _check_parent(accounting: AccountingSync, account: str) -> bool:
     return parent is not None
 
 
-def slurm_associate(name: str) -> None:
-    account, accounting = _workshop_account(_account(name, ours=True)), _accounting()
+def slurm_associate(name: str, conf: str = "") -> None:
+    account = _workshop_account(_account(name, ours=True))
+    accounting = _accounting(conf)
     if not _check_parent(accounting, account):
         if accounting.account_parent(WORKSHOPS_ACCOUNT) is None:
             accounting.add_account(WORKSHOPS_ACCOUNT,
@@ -180,14 +242,14 @@ def slurm_associate(name: str) -> None:
     accounting.add_user(name, account, default_account=True)
 
 
-def slurm_dissociate(name: str) -> None:
-    _accounting().remove_user(_participant(name))
+def slurm_dissociate(name: str, conf: str = "") -> None:
+    _accounting(conf).remove_user(_participant(name))
 
 
-def slurm_remove_account(account: str) -> None:
+def slurm_remove_account(account: str, conf: str = "") -> None:
     if not RESERVATION.fullmatch(account):
         raise Refused(f"ACCOUNT must be a workshop account ws-<workshop>, not {account!r}")
-    accounting = _accounting()
+    accounting = _accounting(conf)
     if _check_parent(accounting, account):
         accounting.remove_account(account)
 
@@ -211,31 +273,39 @@ def reservation_args(action: str, settings: Sequence[str]) -> list[str]:
     return ["scontrol", *head, *settings]
 
 
-def reservation(action: str, *settings: str) -> None:
+def reservation(action: str, *settings: str, conf: str = "") -> None:
     from shopfloor.slurm.seam import SlurmError, SlurmSync
 
+    args = reservation_args(action, settings)
     try:
-        sys.stdout.write(SlurmSync().run(reservation_args(action, settings)))
+        sys.stdout.write(SlurmSync(env=slurm_environment(conf)).run(args))
     except SlurmError as exc:
         # The caller's recover() reads Slurm's own words: pass them on unchanged.
         sys.stderr.write(exc.stderr)
         raise SystemExit(exc.returncode or FAILED) from None
 
 
-_VERBS = {
+_ACCOUNT_VERBS = {
     "create-account": create_account,
     "disable-account": disable_account,
     "delete-account": delete_account,
+}
+_SLURM_VERBS = {
     "slurm-associate": slurm_associate,
     "slurm-dissociate": slurm_dissociate,
     "slurm-remove-account": slurm_remove_account,
 }
+#: The verbs that run Slurm tools, and so the only ones that take ``--slurm-conf``.
+SLURM_VERBS = frozenset({*_SLURM_VERBS, "reservation"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb as root; returns the exit code (2: refused, 4: the system tool failed)."""
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
-    parser.add_argument("verb", choices=[*_VERBS, "reservation"])
+    parser.add_argument("--slurm-conf", metavar="PATH", default=None,
+                        help="the cluster's slurm.conf (Slurm verbs only; root-owned, see "
+                        "check_slurm_conf)")
+    parser.add_argument("verb", choices=[*_ACCOUNT_VERBS, *sorted(SLURM_VERBS)])
     parser.add_argument("args", nargs="*")
     ns = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -243,14 +313,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILED
     os.umask(0o077)
     try:
+        conf = ""
+        if ns.slurm_conf is not None:
+            if ns.verb not in SLURM_VERBS:
+                raise Refused(f"--slurm-conf is only for the Slurm verbs, not {ns.verb}")
+            conf = check_slurm_conf(ns.slurm_conf)
         if ns.verb == "reservation":
             if not ns.args:
                 raise Refused("reservation needs an ACTION")
-            reservation(ns.args[0], *ns.args[1:])
+            reservation(ns.args[0], *ns.args[1:], conf=conf)
+        elif len(ns.args) != 1:
+            raise Refused(f"{ns.verb} takes exactly one NAME")
+        elif ns.verb in _SLURM_VERBS:
+            _SLURM_VERBS[ns.verb](ns.args[0], conf)
         else:
-            if len(ns.args) != 1:
-                raise Refused(f"{ns.verb} takes exactly one NAME")
-            _VERBS[ns.verb](ns.args[0])
+            _ACCOUNT_VERBS[ns.verb](ns.args[0])
     except Refused as exc:
         print(f"{COMMAND}: {exc}", file=sys.stderr)
         return BAD_ARGUMENT

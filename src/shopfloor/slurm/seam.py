@@ -466,7 +466,8 @@ class _Runner:
 
             action = args[1]
             return privileged_argv("reservation", action,
-                                   *args[3 if action == "create" else 2:])
+                                   *args[3 if action == "create" else 2:],
+                                   slurm_conf=(self.env or {}).get("SLURM_CONF", ""))
         tool = os.path.join(self.bin_dir, args[0]) if self.bin_dir else args[0]
         cmd = [tool, *args[1:]]
         if user is not None and user != pwd.getpwuid(os.geteuid()).pw_name:

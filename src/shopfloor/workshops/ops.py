@@ -76,24 +76,28 @@ async def create_account(username: str) -> str:
     return out.decode().strip()
 
 
-async def associate_participant(username: str) -> None:
+async def associate_participant(username: str, *, slurm_conf: str = "") -> None:
     """Let a new participant charge the workshop's Slurm account (``ws-<workshop>``, made on
     first use under ``workshops``) by default; Slurm refuses jobs without an association.
 
     Called after the Unix account exists: slurmctld learns the user's uid from it. Changing
-    associations needs a Slurm administrator, so it goes through the privileged helper.
+    associations needs a Slurm administrator, so it goes through the privileged helper,
+    which reaches the cluster of ``slurm_conf`` (``slurm.conf_file``; empty: the default).
     """
-    await run(privileged_argv("slurm-associate", username), what="slurm-associate")
+    await run(privileged_argv("slurm-associate", username, slurm_conf=slurm_conf),
+              what="slurm-associate")
 
 
-async def remove_participant_association(username: str) -> None:
+async def remove_participant_association(username: str, *, slurm_conf: str = "") -> None:
     """Remove a participant's associations (at the end of the workshop)."""
-    await run(privileged_argv("slurm-dissociate", username), what="slurm-dissociate")
+    await run(privileged_argv("slurm-dissociate", username, slurm_conf=slurm_conf),
+              what="slurm-dissociate")
 
 
-async def remove_workshop_account(workshop: str) -> None:
+async def remove_workshop_account(workshop: str, *, slurm_conf: str = "") -> None:
     """Remove the workshop's Slurm account once its participants are gone (history stays)."""
-    await run(privileged_argv("slurm-remove-account", reservation_name(workshop)),
+    await run(privileged_argv("slurm-remove-account", reservation_name(workshop),
+                              slurm_conf=slurm_conf),
               what="slurm-remove-account")
 
 
