@@ -3,7 +3,8 @@
 Widgets, Ray clusters and apps run inside users' kernels, which cannot read the site file.
 They ask the hub, so that limits live in exactly one place (:mod:`shopfloor.resources`):
 
-* ``GET  /hub/api/shopfloor/partitions``: what the calling user may ask for, with live numbers.
+* ``GET  /hub/api/shopfloor/partitions``: what the calling user may ask for, with live numbers:
+  partitions, accounts, and the QoS of each account on each partition (``qos_by_account``).
 * ``POST /hub/api/shopfloor/validate``: check raw options; 200 with the typed request, or 400
   with ``problems`` (field → message in the user's words).
 
@@ -88,6 +89,7 @@ class PartitionsHandler(_ShopfloorHandler):
                 "defaults": policy.defaults(user, name, live),
             })
         mine = policy.associations(user, live)
+        qos = policy.qos_by_account(user, live)
         self.finish(json.dumps({
             "user": user.name,
             "default_partition": policy.default_partition(user),
@@ -95,8 +97,10 @@ class PartitionsHandler(_ShopfloorHandler):
             # What the account field may hold (accounting: the user's Slurm associations).
             "accounts": policy.accounts_for(user, live),
             "default_account": mine.default if mine else None,
-            "qos": {name: policy.qos_for(user, name, mine.default if mine else None, live)
-                    for name in policy.partitions_for(user)},
+            # QoS per partition when no account is named (the default account's) ...
+            "qos": qos.pop(""),
+            # ... and per account and partition: what /validate accepts for that pair.
+            "qos_by_account": qos,
         }, default=str))
 
 

@@ -73,9 +73,23 @@ async def account_choices(spawner: ShopfloorSpawner) -> dict[str, Any]:
     return budgets_for(ctx, user.name, live.accounts)
 
 
+async def qos_choices(spawner: ShopfloorSpawner) -> dict[str, dict[str, list[str]]]:
+    """The QoS the user may name per account ("" = none named) and partition: exactly what
+    the resource model accepts, so the form offers the QoS of the chosen pair only."""
+    ctx = spawner.ctx
+    user = spawner.user_context()
+    try:
+        live = await ctx.cluster_info.snapshot(user=user.name)
+    except SlurmError:
+        live = None
+    return ctx.policy.qos_by_account(user, live)
+
+
 async def render_options_form(spawner: ShopfloorSpawner) -> str:
+    """The spawn page's form: partitions, sizes, account and QoS, each bounded by policy."""
     rows, error = await partition_rows(spawner)
     accounts = await account_choices(spawner)
+    qos = await qos_choices(spawner)
     previous = _previous_choice(spawner)
     names = [r["name"] for r in rows]
     selected = previous.get("partition")
@@ -83,4 +97,5 @@ async def render_options_form(spawner: ShopfloorSpawner) -> str:
         selected = spawner.ctx.policy.default_partition(spawner.user_context())
     return _env.get_template("spawn_form.html").render(
         rows=rows, selected=selected, previous=previous, error=error, accounts=accounts,
+        qos=qos, any_qos=any(names for table in qos.values() for names in table.values()),
     )

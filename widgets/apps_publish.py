@@ -2,7 +2,10 @@
 
 A thin ipywidgets view over :class:`~shopfloor.apps.client.AppsClient` (any object with its
 ``publish``/``list``/``rollback``/``unpublish`` methods). Every check happens in the apps
-service; the panel shows its refusals field by field and never a traceback::
+service; the panel shows its refusals field by field and never a traceback. The account
+the app's jobs charge, the partition they run on and the QoS are offered from the hub's answer
+that every panel reads (``/hub/api/shopfloor/partitions``: exactly your partitions and
+accounts, the defaults preselected, and the QoS of the chosen pair)::
 
     from shopfloor.widgets import PublishPanel
     PublishPanel("slider_app.ipynb")
@@ -18,7 +21,10 @@ from typing import Any
 import ipywidgets as widgets
 
 from shopfloor.apps.client import AppsClient, AppsError
+from shopfloor.session.compute import qos_table
+from shopfloor.session.hubapi import HubError
 from shopfloor.widgets.common import plain_message, status_html
+from shopfloor.widgets.compute import QosDropdown
 
 AUDIENCES = [
     ("Only me", "private"), ("Named users", "users"), ("Groups", "groups"),
@@ -57,14 +63,17 @@ class PublishPanel(widgets.VBox):
     Unpublish, and the app's versions with their notes.
 
     ``notebook`` is the path of the notebook to publish; without it the panel lists the
-    notebooks of ``home`` (default: your home folder) and publishes the one chosen.
+    notebooks of ``home`` (default: your home folder) and publishes the one chosen. ``hub``
+    (the session's :class:`~shopfloor.session.hubapi.Hub` by default) lists the accounts the
+    app may charge; outside a session there is none to ask and the choice stays hidden.
     """
 
     def __init__(self, notebook: str | None = None, client: Any | None = None,
-                 home: Path | None = None, **kwargs: Any) -> None:
+                 home: Path | None = None, *, hub: Any | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         home = Path.home() if home is None else home
         self._client = client
+        self._hub = hub
         self.choose = widgets.Dropdown(
             description="Notebook",
             options=notebooks_under(home) if notebook is None else [],
@@ -84,8 +93,19 @@ class PublishPanel(widgets.VBox):
                                          description="Who sees it")
         self.names = widgets.Text(description="Names",
                                   placeholder="users or groups, comma-separated")
-        self.partition = widgets.Text(description="Partition", placeholder="(site default)")
+        #: Where the app's jobs run: one of the owner's partitions (the hub's answer), the
+        #: site default preselected; without a hub to ask, only "(site default)".
+        self.partition = widgets.Dropdown(description="Partition",
+                                          options=[("(site default)", "")], value="")
+        self.partition.add_class("sf-publish-partition")
         self.cpus = widgets.BoundedIntText(value=1, min=1, max=256, description="CPUs")
+        #: The account the app's jobs charge: exactly the owner's; hidden when there is none.
+        self.account = widgets.Dropdown(description="Account", options=[],
+                                        layout=widgets.Layout(display="none"))
+        self.account.add_class("sf-publish-account")
+        #: The QoS of the chosen partition and account; hidden when the hub offers none.
+        self.qos = QosDropdown(self.partition, self.account)
+        self.qos.add_class("sf-publish-qos")
         self.files = widgets.Textarea(description="Files",
                                       placeholder="files next to the notebook, one per line")
         self.note = widgets.Text(description="What changed",
@@ -101,6 +121,7 @@ class PublishPanel(widgets.VBox):
         self.publish_button.on_click(lambda _: self.publish())
         self.rollback_button.on_click(lambda _: self.rollback())
         self.unpublish_button.on_click(lambda _: self.unpublish())
+        self._load_accounts()
         if notebook is None:
             heading = "<b>Publish a notebook as an app</b>"
             if not self.choose.options:
@@ -110,7 +131,7 @@ class PublishPanel(widgets.VBox):
         self.children = [
             widgets.HTML(heading), *([self.choose] if notebook is None else []),
             self.title, self.description, self.slug, self.audience, self.names,
-            self.partition, self.cpus, self.files, self.note,
+            self.partition, self.cpus, self.account, self.qos, self.files, self.note,
             widgets.HBox([self.publish_button, self.rollback_button, self.unpublish_button]),
             self.status, self.versions,
         ]
@@ -121,11 +142,47 @@ class PublishPanel(widgets.VBox):
             self._client = AppsClient.from_env()
         return self._client
 
+    def _load_accounts(self) -> None:
+        """Offer the partitions, accounts and QoS the hub lists for this user, the defaults
+        preselected."""
+        hub = self._hub
+        if hub is None:
+            from shopfloor.session.hubapi import Hub
+
+            try:
+                hub = self._hub = Hub()
+            except HubError:
+                return  # not in a session: no hub to ask; the service uses the default
+        try:
+            answer = hub.partitions()
+        except HubError as exc:
+            self._show(f"Your partitions and accounts could not be listed "
+                       f"({plain_message(exc)}); the app will use the site's default "
+                       "partition and charge your default account.", "error")
+            return
+        partitions = [str(p["name"]) for p in answer.get("partitions") or []]
+        if partitions:
+            self.partition.options = partitions
+            default_partition = answer.get("default_partition")
+            self.partition.value = (default_partition if default_partition in partitions
+                                    else partitions[0])
+        accounts = [str(a) for a in answer.get("accounts") or []]
+        default = answer.get("default_account")
+        self.account.options = [(f"{a} (default)" if a == default else a, a) for a in accounts]
+        if accounts:
+            self.account.value = default if default in accounts else accounts[0]
+        self.account.layout.display = "" if accounts else "none"
+        self.qos.set_table(qos_table(answer))
+
     def request(self) -> dict[str, Any]:
         """What the form says, as :meth:`AppsClient.publish` arguments."""
         compute: dict[str, Any] = {"cpus": self.cpus.value}
-        if self.partition.value.strip():
-            compute["partition"] = self.partition.value.strip()
+        if self.partition.value:
+            compute["partition"] = self.partition.value
+        if self.account.value:
+            compute["account"] = self.account.value
+        if self.qos.value:
+            compute["qos"] = self.qos.value
         return {
             "title": self.title.value, "description": self.description.value,
             "slug": self.slug.value.strip() or None, "audience": self.audience.value,

@@ -24,7 +24,7 @@ import ipywidgets as w
 from traitlets import List, Unicode, observe
 
 from shopfloor.session.batch import BatchRun, RunStatus, parse_parameters
-from shopfloor.session.compute import Compute, PartitionRow
+from shopfloor.session.compute import Compute, PartitionRow, qos_table
 from shopfloor.session.hubapi import HubError
 from shopfloor.session.sessions import Session
 
@@ -79,6 +79,9 @@ def budget_html(budgets: dict[str, Any] | None) -> str:
                 f'<div class="sf-budget" data-account="{html.escape(budget["account"])}">'
                 f'<b>{html.escape(budget["account"])}</b> {html.escape(item["label"])}: '
                 f'{used:,} used / {item["granted"]:,} granted ({item["remaining"]:,} left)'
+                # An ancestor's limit binds first: say whose, and who shares it.
+                + (f' <span class="sf-budget-source">in {html.escape(item["source"])}</span>'
+                   if item.get("source") else "") +
                 f'<div style="background:#eee;width:240px;height:8px">'
                 f'<div class="sf-budget-bar" style="background:'
                 f'{"#d9822b" if budget["warnings"] else "#2b7bd9"};width:{percent}%;'
@@ -87,8 +90,54 @@ def budget_html(budgets: dict[str, Any] | None) -> str:
     return "".join(parts)
 
 
+class QosDropdown(w.Dropdown):
+    """The QoS to ask for: exactly those the hub allows on the value of ``partition`` charging
+    the value of ``account`` (:func:`qos_table`), offered again whenever either changes.
+
+    "(default)" (``""``) sends none: Slurm then uses the association's default QoS. A choice
+    the new partition or account does not allow is dropped, never sent. Hidden while the hub
+    offers none.
+    """
+
+    def __init__(self, partition: w.ValueWidget, account: w.ValueWidget) -> None:
+        super().__init__(description="QoS", options=[("(default)", "")], value="",
+                         layout=w.Layout(display="none"))
+        self.add_class("sf-qos")
+        self.table: dict[str, dict[str, list[str]]] = {}
+        self._partition_box, self._account_box = partition, account
+        partition.observe(lambda _: self.offer(), names="value")
+        account.observe(lambda _: self.offer(), names="value")
+
+    def set_table(self, table: dict[str, dict[str, list[str]]]) -> None:
+        """New QoS per account and partition; the offer follows."""
+        self.table = table
+        self.offer()
+
+    def offered(self) -> list[str]:
+        """The QoS allowed for the chosen partition and account (none chosen: the default's)."""
+        account = self._account_box.value or ""
+        per_partition = self.table.get(account, self.table.get("", {}))
+        return per_partition.get(self._partition_box.value or "", [])
+
+    def offer(self) -> None:
+        """Offer :meth:`offered`, keeping the current choice if it is still allowed."""
+        offered = self.offered()
+        current = self.value
+        options = [("(default)", ""), *((q, q) for q in offered)]
+        if list(self.options) != options:
+            self.options = options
+        self.value = current if current in offered else ""
+        self.layout.display = "" if offered else "none"
+
+
 class ResourceChooser(w.VBox):
-    """Partition and resources, bounded by the limits the hub reports for that partition."""
+    """Partition and resources, bounded by the limits the hub reports for that partition;
+    the account and QoS to charge, where the hub offers a choice.
+
+    The QoS dropdown offers exactly the QoS of the chosen partition *and* account (the hub's
+    ``qos_by_account``), and changes when either does; "(default)" sends none (Slurm then
+    uses the association's default QoS).
+    """
 
     def __init__(self) -> None:
         self.rows: dict[str, PartitionRow] = {}
@@ -108,11 +157,18 @@ class ResourceChooser(w.VBox):
         self.account = w.Dropdown(description="Account", options=[],
                                   layout=w.Layout(display="none"))
         self.account.add_class("sf-account")
+        #: The QoS to ask for: exactly those of the chosen partition and account.
+        self.qos = QosDropdown(self.partition, self.account)
         self.partition.observe(self._partition_changed, names="value")
         super().__init__([
             w.HBox([self.partition, self.limits]),
-            w.HBox([self.cpus, self.memory_gb, self.gpus, self.walltime, self.account]),
+            w.HBox([self.cpus, self.memory_gb, self.gpus, self.walltime, self.account,
+                    self.qos]),
         ])
+
+    def set_qos(self, table: dict[str, dict[str, list[str]]]) -> None:
+        """New QoS per account and partition (:func:`qos_table`); the offer follows."""
+        self.qos.set_table(table)
 
     def set_accounts(self, accounts: list[str], default: str | None) -> None:
         """Offer ``accounts``, keeping the user's choice if it is still one of them."""
@@ -161,6 +217,8 @@ class ResourceChooser(w.VBox):
                    "walltime": str(self.walltime.value)}
         if self.account.value:
             options["account"] = self.account.value
+        if self.qos.value:
+            options["qos"] = self.qos.value
         return options
 
 
@@ -325,6 +383,7 @@ class ComputePanel(PanelActions, w.VBox):
         def load() -> None:
             self.partitions = compute.partitions()
             self.chooser.set_accounts(compute.accounts, compute.default_account)
+            self.chooser.set_qos(compute.qos_by_account)
             self.budgets.value = budget_html(compute.budgets())
             self.sessions = compute.list_sessions()
             self.runs = compute.runs()
@@ -377,4 +436,4 @@ class ComputePanel(PanelActions, w.VBox):
         return self.compute
 
 
-__all__ = ["ComputePanel", "ResourceChooser", "partition_table_html"]
+__all__ = ["ComputePanel", "QosDropdown", "ResourceChooser", "partition_table_html", "qos_table"]

@@ -6,12 +6,13 @@
     RayClusterPanel()
 
 A thin view over :class:`shopfloor.ray.cluster.RayCluster`. The create form offers the
-partitions and sizes the hub reports for this user (the site's one resource model checks them
-again); the status line follows the cluster from *pending* (Slurm's reason and expected
-start) through *starting* to *ready* (nodes, CPUs, GPUs, object store), and says when a worker
-was lost. Buttons scale it, open the dashboard through this Jupyter server (the token is added
-there, never shown), run a Ray job with its log streamed live, and stop it. Works in
-JupyterLab and Voila.
+partitions and sizes the hub reports for this user, and exactly the Slurm accounts (the default
+preselected) and QoS the user may charge there, from the same hub answer ComputePanel uses
+(the site's one resource model checks them again); the status line follows the cluster from
+*pending* (Slurm's reason and expected start) through *starting* to *ready* (nodes, CPUs, GPUs,
+object store), and says when a worker was lost. Buttons scale it, open the dashboard through
+this Jupyter server (the token is added there, never shown), run a Ray job with its log
+streamed live, and stop it. Works in JupyterLab and Voila.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from traitlets import Unicode, observe
 from shopfloor.ray.cluster import ClusterStatus, RayCluster, list_clusters
 
 from .common import PanelActions, Ticker, plain_message, status_html
-from .compute import ResourceChooser
+from .compute import ResourceChooser, qos_table
 
 _PHASE_COLOURS = {"ready": "#1b5e20", "degraded": "#b00020", "stopped": "#666"}
 
@@ -40,11 +41,14 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.1f} TiB"  # unreachable; keeps type checkers calm
 
 
-def status_summary_html(name: str, status: ClusterStatus) -> str:
-    """The status block: phase and message, then nodes, CPUs, GPUs and object store."""
+def status_summary_html(name: str, status: ClusterStatus, account: str | None = None) -> str:
+    """The status block: phase and message (and the account it charges), then nodes, CPUs,
+    GPUs and object store."""
     colour = _PHASE_COLOURS.get(status.phase, "#444")
-    lines = [f'<b>{html.escape(name)}</b>: <span class="sf-ray-phase sf-ray-{status.phase}" '
-             f'style="color:{colour}">{html.escape(status.phase)}</span> — '
+    charges = (f' <span class="sf-ray-account">(charges {html.escape(account)})</span>'
+               if account else "")
+    lines = [f'<b>{html.escape(name)}</b>{charges}: <span class="sf-ray-phase '
+             f'sf-ray-{status.phase}" style="color:{colour}">{html.escape(status.phase)}</span> — '
              f'<span class="sf-ray-message">{html.escape(status.message)}</span>']
     if status.phase in {"starting", "ready", "degraded"}:
         lines.append(
@@ -91,6 +95,10 @@ class RayClusterPanel(PanelActions, w.VBox):
                                      layout=w.Layout(width="200px"))
         self.with_session = w.Checkbox(False, description="Stop when this session ends")
         self.chooser = ResourceChooser()
+        #: The chooser's QoS dropdown: the QoS of the chosen partition and account ("" = the
+        #: association's default); hidden where none is offered.
+        self.qos = self.chooser.qos
+        self.qos.add_class("sf-ray-qos")
         self.create_button = self._button("Create cluster", "sf-ray-create", self.create,
                                           "primary")
         self.form = w.VBox([
@@ -152,6 +160,9 @@ class RayClusterPanel(PanelActions, w.VBox):
 
         answer = self._hub().partitions()
         self.chooser.set_rows(partition_rows(answer, None, None), answer.get("default_partition"))
+        self.chooser.set_accounts([str(a) for a in answer.get("accounts") or []],
+                                  answer.get("default_account"))
+        self.chooser.set_qos(qos_table(answer))
         row = self.chooser.rows.get(self.chooser.partition.value)
         if row is not None:
             self.nodes.max = max(1, int(row.limits.get("max_nodes", 1)))
@@ -165,7 +176,8 @@ class RayClusterPanel(PanelActions, w.VBox):
     # -- actions --------------------------------------------------------------------------
 
     def options(self) -> dict[str, Any]:
-        """The form as raw resource options (the hub validates them)."""
+        """The form as raw resource options (the hub validates them): partition, sizes,
+        nodes, and the account and QoS where the hub offered a choice."""
         return {**self.chooser.options(), "nodes": self.nodes.value}
 
     def create(self) -> None:
@@ -222,12 +234,14 @@ class RayClusterPanel(PanelActions, w.VBox):
         self.last_status = status
         if self.cluster is None or status is None or status.phase == "stopped":
             if status is not None and self.cluster is not None:
-                self.summary.value = status_summary_html(self.cluster.name, status)
+                self.summary.value = status_summary_html(
+                    self.cluster.name, status, self.cluster.account)
                 children = [self.status, self.summary, self.form]
             else:
                 children = [self.status, self.form]
         else:
-            self.summary.value = status_summary_html(self.cluster.name, status)
+            self.summary.value = status_summary_html(self.cluster.name, status,
+                                                     self.cluster.account)
             url = self.cluster.dashboard_url
             self.dashboard.value = (
                 f'<a href="{html.escape(url)}" target="_blank">Open Ray dashboard</a>'

@@ -377,6 +377,16 @@ class RequestPolicy:
         allowed = sorted(mine.qos.get(account or "", frozenset()))
         return [q for q in allowed if not listed or q in listed]
 
+    def qos_by_account(self, user: UserContext,
+                       live: LiveCluster | None = None) -> dict[str, dict[str, list[str]]]:
+        """What :meth:`validate` accepts as ``qos``, per account the user may charge and per
+        partition; the key "" is for requests that name no account (the default account's)."""
+        mine = self.associations(user, live)
+        default = mine.default if mine else None
+        return {account: {partition: self.qos_for(user, partition, account or default, live)
+                          for partition in self.partitions_for(user)}
+                for account in ["", *self.accounts_for(user, live)]}
+
     def _association_problem(self, account: str | None, mine: UserAccounts,
                              live: LiveCluster | None, needs: Mapping[str, int]) -> str | None:
         if not mine.accounts:

@@ -80,6 +80,7 @@ def test_budgets_count_used_and_running_minutes() -> None:
     ml = SNAPSHOT.budgets["proj-ml"].as_json(10)
     assert ml["items"][0] == {"tres": "cpu", "label": "CPU-minutes", "granted": 500000,
                               "used": 1200, "running": 0, "remaining": 498800,
+                              "limited_by": "proj-ml", "source": "",
                               "percent_used": 0.2}
     # A TRES granted nothing (no GPU time on proj-chem) is a rule, not a warning.
     assert SNAPSHOT.budgets["proj-chem"].warnings(10) == [

@@ -268,7 +268,11 @@ class FakeClient:
 
 def test_publish_panel_sends_the_form_and_shows_refusals() -> None:
     client = FakeClient()
-    panel = PublishPanel("slider_app.ipynb", client=client)
+    # The partition is one of the user's (the hub's answer), not free text.
+    hub = type("Hub", (), {"partitions": lambda self: {
+        "partitions": [{"name": "cpu"}, {"name": "debug"}], "default_partition": "cpu"}})()
+    panel = PublishPanel("slider_app.ipynb", client=client, hub=hub)
+    assert panel.partition.options == ("cpu", "debug") and panel.partition.value == "cpu"
     panel.title.value = "bad"
     panel.publish()
     assert "title: may use letters" in panel.status.value and "sf-error" in panel.status.value

@@ -3,14 +3,17 @@
 * :class:`UserAccounts`: the accounts one user may charge (their associations), the default
   one and the QOS allowed on each;
 * :class:`Budget`: one account's allocation (``GrpTRESMins``), what its jobs used and what
-  running jobs still hold, per TRES (``cpu``, ``gres/gpu``), in minutes;
+  running jobs still hold, per TRES (``cpu``, ``gres/gpu``), in minutes. Slurm also enforces
+  the ``GrpTRESMins`` of every ancestor account (a faculty above its projects, ``workshops``
+  above ``ws-*``), counting all jobs below it: per TRES, the budget is the tightest of the
+  account's own and its ancestors', and says which one binds and who shares it;
 * :class:`AccountsSnapshot`: both for every user and account, as the hub caches them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shopfloor.slurm.accounting import BUDGET_TRES, TRES_LABELS, Association, ShareRow
@@ -28,12 +31,19 @@ class UserAccounts:
 
 @dataclass(frozen=True)
 class TresBudget:
-    """One TRES of a budget, in minutes; ``granted`` None means no limit."""
+    """One TRES of a budget, in minutes; ``granted`` None means no limit.
+
+    ``account`` is whose ``GrpTRESMins`` this is: the budget's own account, or an ancestor
+    whose limit binds first; ``shared_by`` then lists the accounts below that ancestor (whose
+    jobs all count against it).
+    """
 
     tres: str
     granted: int | None
     used: int
     running: int = 0
+    account: str = ""
+    shared_by: tuple[str, ...] = ()
 
     @property
     def remaining(self) -> int | None:
@@ -45,6 +55,17 @@ class TresBudget:
     @property
     def label(self) -> str:
         return TRES_LABELS.get(self.tres, f"{self.tres}-minutes")
+
+    def source(self, account: str) -> str:
+        """Whose budget this is, seen from ``account``: "" for its own, else e.g.
+        "the workshops budget, shared by ws-a, ws-b and 3 more"."""
+        if not self.account or self.account == account:
+            return ""
+        others = list(self.shared_by)
+        shown = ", ".join(others[:_SHOWN_SHARERS])
+        if len(others) > _SHOWN_SHARERS:
+            shown += f" and {len(others) - _SHOWN_SHARERS} more"
+        return f"the {self.account} budget" + (f", shared by {shown}" if shown else "")
 
 
 @dataclass(frozen=True)
@@ -65,8 +86,10 @@ class Budget:
             if item is None or item.remaining is None or minutes <= 0:
                 continue
             if minutes > item.remaining:
+                whose = (f"{item.source(self.account)}," if item.source(self.account)
+                         else f"the {self.account} budget")
                 return (
-                    f"the {self.account} budget has {item.remaining:,} {item.label} left "
+                    f"{whose} has {item.remaining:,} {item.label} left "
                     f"(of {item.granted:,}); this request needs {minutes:,}. Ask for fewer "
                     "CPUs/GPUs or a shorter walltime, or choose another account"
                 )
@@ -78,8 +101,9 @@ class Budget:
         for item in self.items.values():
             if item.granted and item.remaining is not None \
                     and item.remaining < item.granted * warn_percent / 100:
+                source = item.source(self.account)
                 out.append(f"{self.account}: only {item.remaining:,} of {item.granted:,} "
-                           f"{item.label} left")
+                           f"{item.label} left" + (f" in {source}" if source else ""))
         return out
 
     def as_json(self, warn_percent: float) -> dict[str, Any]:
@@ -89,6 +113,8 @@ class Budget:
             "items": [{
                 "tres": item.tres, "label": item.label, "granted": item.granted,
                 "used": item.used, "running": item.running, "remaining": item.remaining,
+                # Whose limit binds (the account or an ancestor); for an ancestor, in words.
+                "limited_by": item.account or self.account, "source": item.source(self.account),
                 "percent_used": (min(100.0, round(100 * (item.used + item.running)
                                                   / item.granted, 1))
                                  if item.granted else (100.0 if item.granted == 0 else None)),
@@ -140,13 +166,53 @@ def build_snapshot(associations: Iterable[Association], defaults: Mapping[str, s
         for user, names in accounts.items()
     }
     rows = tuple(shares)
-    budgets = {}
+    own: dict[str, dict[str, TresBudget]] = {}
     for row in rows:
         if row.user:
             continue
-        budgets[row.account] = Budget(row.account, {
+        own[row.account] = {
             tres: TresBudget(tres, row.granted.get(tres), row.used.get(tres, 0),
-                             row.running.get(tres, 0))
+                             row.running.get(tres, 0), account=row.account)
             for tres in BUDGET_TRES
-        })
+        }
+    parents = {a.account: a.parent for a in associations if not a.user and a.parent}
+    chains = {account: ancestors(account, parents) for account in own}
+    below: dict[str, list[str]] = {}
+    for account, chain in sorted(chains.items()):
+        for ancestor in chain:
+            below.setdefault(ancestor, []).append(account)
+    budgets = {account: Budget(account, {
+        tres: _tightest(account, tres, own, chains[account], below) for tres in BUDGET_TRES})
+        for account in own}
     return AccountsSnapshot(users=users, budgets=budgets, usage=rows)
+
+
+#: At most this many sharing accounts are named in a budget's source.
+_SHOWN_SHARERS = 3
+
+
+def ancestors(account: str, parents: Mapping[str, str]) -> list[str]:
+    """``account``'s parent, grandparent ... up to ``root`` (a loop in the data stops it)."""
+    chain: list[str] = []
+    current = parents.get(account, "")
+    while current and current not in chain and current != account:
+        chain.append(current)
+        current = parents.get(current, "")
+    return chain
+
+
+def _tightest(account: str, tres: str, own: Mapping[str, Mapping[str, TresBudget]],
+              chain: list[str], below: Mapping[str, list[str]]) -> TresBudget:
+    """The account's own item, or an ancestor's with less left (Slurm enforces every one).
+
+    Slurm adds a child's use and running jobs into each ancestor's (sshare shows the sums),
+    so an ancestor's own row is what is left for everyone below it. On a tie the nearest wins.
+    """
+    best = own[account][tres]
+    for ancestor in chain:
+        item = own.get(ancestor, {}).get(tres)
+        if item is None or item.remaining is None:
+            continue
+        if best.remaining is None or item.remaining < best.remaining:
+            best = replace(item, shared_by=tuple(below.get(ancestor, ())))
+    return best

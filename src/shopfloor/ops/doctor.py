@@ -405,7 +405,7 @@ class Doctor:
             os.path.join(venv_bin, AS_USER_HELPER)}
         privileged = {os.path.join(venv_bin, PRIVILEGED_HELPER)}
         problems = sudo_problems(parse_sudo_list(listed.stdout), needed, privileged,
-                                 keep=tuple(self.site.slurm.environment()))
+                                 keep=(*self.site.slurm.environment(), *passed_tokens(self.site)))
         if problems:
             return [Check("sudo", Status.FAIL, f"{user}'s sudo rules: " + "; ".join(problems),
                           fix=f"install the shipped rule: shopfloor service-user {user} "
@@ -696,10 +696,25 @@ def sudo_problems(rules: SudoList, needed: set[str],
         kept |= set(match.group(1).split())
     if extra_env := sorted(kept - set(SUDO_ENV) - set(SUDO_KEEP_ENV)):
         problems.append(f"keeps variables beyond the named secrets ({', '.join(extra_env)})")
-    if dropped := [name for name in keep if name not in kept]:
-        # slurm.conf_file set, an older rule: sbatch as the user would reach another cluster.
-        problems.append(f"does not keep {', '.join(dropped)} (slurm.conf_file) for sbatch")
+    dropped = [name for name in keep if name not in kept]
+    # slurm.conf_file set, an older rule: sbatch as the user would reach another cluster;
+    # pass_tokens set: sudo's env_reset drops the tokens and sessions start without them.
+    by_setting: dict[str, list[str]] = {}
+    for name in dropped:
+        setting = "auth.oidc.pass_tokens" if name in TOKEN_ENV else "slurm.conf_file"
+        by_setting.setdefault(setting, []).append(name)
+    for setting, names in by_setting.items():
+        problems.append(f"does not keep {', '.join(names)} ({setting}) for sbatch")
     return problems
+
+
+def passed_tokens(site: SiteConfig) -> tuple[str, ...]:
+    """The token variables the site passes into sessions (``auth.oidc.pass_tokens``), which
+    the sudoers rule must keep for sbatch."""
+    oidc = site.auth.oidc
+    if site.auth.method != "oidc" or oidc.pass_tokens == "none":
+        return ()
+    return TOKEN_ENV if oidc.pass_tokens == "access_and_id" else TOKEN_ENV[:1]
 
 
 def sudoers_rule(user: str, commands: Sequence[str],
@@ -908,6 +923,7 @@ __all__ = [
     "add_doctor_parser",
     "parse_sudo_list",
     "partition_problems",
+    "passed_tokens",
     "run_command",
     "run_doctor",
     "sudo_problems",

@@ -131,6 +131,16 @@ def partition_rows(
     return rows
 
 
+def qos_table(answer: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """QoS per account and partition from the hub's ``/shopfloor/partitions`` answer; the
+    key "" (no account named) holds the default account's."""
+    table = {str(account): {str(p): [str(q) for q in names] for p, names in parts.items()}
+             for account, parts in (answer.get("qos_by_account") or {}).items()}
+    table[""] = {str(p): [str(q) for q in names]
+                 for p, names in (answer.get("qos") or {}).items()}
+    return table
+
+
 class Compute:
     """The user's compute: partitions, sessions and batch runs (what the panel shows).
 
@@ -149,6 +159,8 @@ class Compute:
         #: Accounts the user may charge and the preselected one (last :meth:`partitions`).
         self.accounts: list[str] = []
         self.default_account: str | None = None
+        #: QoS per account and partition (:func:`qos_table`, last :meth:`partitions`).
+        self.qos_by_account: dict[str, dict[str, list[str]]] = {}
         #: Why the last :meth:`partitions` had to do without Slurm's own view ("" if it did).
         self.slurm_problem = ""
 
@@ -158,6 +170,7 @@ class Compute:
         self.default_partition = answer.get("default_partition")
         self.accounts = list(answer.get("accounts") or [])
         self.default_account = answer.get("default_account")
+        self.qos_by_account = qos_table(answer)
         nodes, jobs = self._slurm_view()
         return partition_rows(answer, nodes, jobs)
 
@@ -200,4 +213,5 @@ class Compute:
         return [(run, found[run.id]) for run in runs]
 
 
-__all__ = ["Compute", "PartitionRow", "estimate_wait", "idle_gpus", "partition_rows"]
+__all__ = ["Compute", "PartitionRow", "estimate_wait", "idle_gpus", "partition_rows",
+           "qos_table"]
