@@ -104,3 +104,26 @@ def test_doctor_names_a_conf_file_users_cannot_read(tmp_path: Path) -> None:
     [check] = Doctor(_site(tmp_path, str(conf))).check_slurm()
     assert check.status is Status.FAIL and "not readable" in check.summary
     assert check.fix == f"chmod 644 {conf}"
+
+
+def test_doctor_warns_when_the_root_helper_would_refuse_the_conf_file(tmp_path: Path) -> None:
+    # Readable and answering, but in a folder others may write (pytest's tmp under /tmp):
+    # sessions work, workshop reservations (shopfloor-privileged --slurm-conf) are refused.
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=x\n")
+    conf.chmod(0o644)
+    doctor = Doctor(_site(tmp_path, str(conf)))
+    doctor._slurm = lambda args, user=None: (  # type: ignore[method-assign]
+        "slurm 22.05.8" if "--version" in args else "Slurmctld(primary) at h is UP")
+    [check] = doctor.check_slurm()
+    assert check.status is Status.WARN and "workshops cannot use" in check.summary
+    assert check.fix.startswith(f"chown root:root {conf}")
+    assert check.detail.startswith(f"--slurm-conf {str(conf)!r}: ")
+
+
+def test_doctor_is_content_with_a_root_owned_conf_file(tmp_path: Path) -> None:
+    doctor = Doctor(_site(tmp_path, "/etc/hostname"))  # root-owned, 0644, in /etc
+    doctor._slurm = lambda args, user=None: (  # type: ignore[method-assign]
+        "slurm 22.05.8" if "--version" in args else "Slurmctld(primary) at h is UP")
+    [check] = doctor.check_slurm()
+    assert check.status is Status.OK, check

@@ -60,6 +60,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from shopfloor.auth_site import TOKEN_ENV
+from shopfloor.ops.privileged import Refused, check_slurm_conf
 from shopfloor.site import PartitionPolicy, SiteConfig, SiteConfigError, load_site
 from shopfloor.slurm.seam import Slurm, SlurmError, gpus_in_gres, parse_time_limit
 
@@ -247,6 +248,18 @@ class Doctor:
             return [Check("slurm", Status.FAIL, f"{version}: {ping}",
                           fix="start slurmctld (systemctl start slurmctld) and rerun",
                           detail=ping)]
+        if conf:
+            # Workshop reservations and accounting pass it to the root helper, which takes
+            # only a file nobody but root could have written (sessions work either way).
+            try:
+                check_slurm_conf(conf)
+            except Refused as exc:
+                return [Check(
+                    "slurm", Status.WARN, f"{version}; {ping}; workshops cannot use "
+                    f"slurm.conf_file {conf}: the root helper refuses it",
+                    fix=f"chown root:root {conf} && chmod 644 {conf} (and keep its folders "
+                    "root-owned, writable by root only, with no link on the way)",
+                    detail=str(exc))]
         return [Check("slurm", Status.OK, f"{version}; {ping}")]
 
     def check_munge(self) -> list[Check]:
