@@ -15,6 +15,12 @@ only what the hub sees of a single-user server:
 
 Standard library only (plus our launcher's port helpers in ``--report-port`` mode): about
 15 MB of memory. Unknown arguments (those JupyterHub adds) are ignored.
+
+``--pool SOCKET`` (used by :mod:`benchmarks.scalecurve` for 1000 sessions): instead of
+serving, register ``host:port`` (and the activity settings) with the pool process of
+:mod:`benchmarks.standinpool`, which answers on that port, then ``exec`` ``sleep`` holding
+the registration's socket open. The job then costs a ``sleep`` (and its ``slurmstepd``), not
+an interpreter; when Slurm ends it the socket closes and the pool stops answering the port.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -40,6 +47,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--report-port", action="store_true")
     parser.add_argument("--hub-version", default="")
+    parser.add_argument("--pool", default="")
     args, _ = parser.parse_known_args(list(argv))
     return args
 
@@ -107,6 +115,43 @@ def make_handler(hub_version: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def registration(host: str, port: int, hub_version: str, env: Mapping[str, str]) -> bytes:
+    """The line :mod:`benchmarks.standinpool` reads: where to listen, how to report activity."""
+    return json.dumps({
+        "host": host or "0.0.0.0",
+        "port": port,
+        "hub_version": hub_version,
+        "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
+        "activity_url": env.get("JUPYTERHUB_ACTIVITY_URL", ""),
+        "api_token": env.get("JUPYTERHUB_API_TOKEN", ""),
+        "activity_interval": float(env.get("JUPYTERHUB_ACTIVITY_INTERVAL") or 300),
+    }).encode() + b"\n"
+
+
+def hand_over_to_pool(pool: str, host: str, port: int, hub_version: str,
+                      env: Mapping[str, str]) -> None:
+    """Register with the pool, then become ``sleep`` holding the registration open.
+
+    Never returns: ``exec`` on success, exit status 1 (the job fails, as a server that cannot
+    listen would) when the pool refuses or cannot be reached.
+    """
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(60)
+        conn.connect(pool)
+        conn.sendall(registration(host, port, hub_version, env))
+        answer = conn.makefile("rb").readline().decode(errors="replace").strip()
+    except OSError as exc:
+        sys.exit(f"standin: cannot register with the pool {pool}: {exc}")
+    if answer != "ok":
+        sys.exit(f"standin: the pool refused {host}:{port}: {answer or 'no answer'}")
+    print(f"standin: pooled on {host}:{port}", flush=True)
+    conn.settimeout(None)
+    conn.set_inheritable(True)
+    # ``sleep`` never reads the socket: its only job is to keep it open while the job lives.
+    os.execvp("sleep", ["sleep", "infinity"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     env = os.environ
@@ -116,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         port = port or free_port(host)
         report_port(port)
+    if args.pool:
+        hand_over_to_pool(args.pool, host, port, args.hub_version, env)
     server = ThreadingHTTPServer((host, port), make_handler(args.hub_version))
     server.daemon_threads = True
     print(f"standin: listening on {host}:{server.server_port}", flush=True)
