@@ -15,7 +15,6 @@ from support import PORT_BASE, job_hub_port
 #: A hub of these tests listens on PORT_BASE + offset (+1 its API, +2 the proxy API; the apps
 #: service +11 and the workshop service +13 above it): clear of the shared test hub's ports.
 SERVICE_HUB_OFFSET = 40
-SITE_DEPLOY_OFFSET = 60
 
 
 def hub_ports(offset: int) -> dict[str, str]:
