@@ -4,7 +4,10 @@ Every program on the path writes timestamped log lines on the same machine and c
 JupyterHub (``[I 2026-11-30 09:31:58.698 JupyterHub spawner:412] ...``), Jupyter Server in the
 job (``[I 2026-11-30 09:31:58.698 ServerApp] ...``) and our launcher
 (``[I ... shopfloor] port reported to the hub; job started at ...``, the job's process start
-read from ``/proc``). A *mark* is the time of the first line matching a pattern; consecutive
+read from ``/proc``). Slurm's controller logs when it starts a job
+(``[2026-11-30T09:31:58.698] sched: Allocate JobId=...``); :func:`slurmctld_lines` rewrites
+those lines of one job in Jupyter's format (source ``slurmctld``), which splits "schedule"
+from "job start". A *mark* is the time of the first line matching a pattern; consecutive
 marks make the *segments* of :func:`breakdown`. Nothing here changes what is measured: the
 port callback's body stays ``{"port": N}`` and the hub is not instrumented beyond its log.
 """
@@ -56,9 +59,14 @@ class Mark:
     pattern: str
 
 
+#: Slurm's controller starting a job: its main scheduler or a backfill pass.
+SCHEDULED = Mark("scheduled", "slurmctld",
+                 r"slurmctld\] (sched: Allocate|sched/backfill: _start_job: Started) JobId=")
+
 #: Our hub and job, in the order they happen.
 OURS_MARKS = (
     Mark("submitted", "hub", r"submitted job \d+ to "),
+    SCHEDULED,
     Mark("job_started", "job",
          r"shopfloor\] port reported.*job started at (?P<at>\d{4}-\S+ \S+)"),
     Mark("port_reported", "job", r"shopfloor\] port reported"),
@@ -70,6 +78,7 @@ OURS_MARKS = (
 #: Stock batchspawner's hub and job (no launcher line: its job start is Slurm's StartTime).
 STOCK_MARKS = (
     Mark("submitted", "hub", r"Job submitted\. output: \d+"),
+    SCHEDULED,
     Mark("server_first_line", "job", r"(ServerApp|JupyterHubSingleUser)\] "),
     Mark("server_listening", "job", r"ServerApp\] Jupyter Server \S+ is running at"),
     Mark("proxy_added", "hub", r"took [\d.]+ seconds to start"),
@@ -83,7 +92,8 @@ LAB_MARKS = (
 #: What each segment (from the previous mark to this one) stands for, for the table.
 SEGMENT_MEANING = {
     "submitted": "submit (hub: validate, log folder, sbatch)",
-    "job_started": "schedule + job start (Slurm)",
+    "scheduled": "schedule (Slurm's main loop or backfill takes the job)",
+    "job_started": "job start (slurmd launches the batch script)",
     "port_reported": "launcher: Python start, node address, port callback",
     "server_first_line": "Python imports of the server (up to its first log line)",
     "server_listening": "server start (extensions loaded, listening)",
@@ -91,6 +101,26 @@ SEGMENT_MEANING = {
     "proxy_added": "proxy route + hub bookkeeping",
     "ready_seen": "benchmark sees ready (its 0.1 s polling)",
 }
+
+
+_SLURMCTLD_LINE = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d\.\d+)\] (.*)$", re.MULTILINE)
+
+
+def slurmctld_lines(text: str, job_id: str) -> str:
+    """The lines of a ``slurmctld`` log about ``job_id``, restamped as Jupyter log lines.
+
+    ``[2026-11-30T09:31:58.698] sched: Allocate JobId=42 ...`` becomes
+    ``[I 2026-11-30 09:31:58.698 slurmctld] sched: Allocate JobId=42 ...``, so that
+    :data:`SCHEDULED` finds it like any other mark.
+    """
+    if not job_id.isdigit():
+        return ""  # no job id (the hub logged none): nothing is that job's
+    needle = re.compile(rf"\bJobId={job_id}\b")
+    return "".join(
+        f"[I {m[1]} {m[2]} slurmctld] {m[3]}\n"
+        for m in _SLURMCTLD_LINE.finditer(text) if needle.search(m[3])
+    )
 
 
 def find_marks(marks: Sequence[Mark], logs: Mapping[str, str]) -> dict[str, float | None]:

@@ -26,12 +26,14 @@ from jupyter_server.utils import url_path_join
 from jupyter_server_proxy.handlers import AddSlashHandler, ProxyHandler
 from tornado import web
 
-from shopfloor.ray.cluster import RayCluster, RayClusterError, check_name
-from shopfloor.site import RaySettings
-
 
 def _head_of(name: str) -> tuple[str, int, dict[str, str]]:
     """(address, dashboard port, auth header) of the user's running cluster ``name``."""
+    # Imported on the first dashboard request, not when the server starts: the site model
+    # behind RaySettings costs ~0.1-0.2 s of every session's start (benchmarks/spawn.py).
+    from shopfloor.ray.cluster import RayCluster, RayClusterError, check_name
+    from shopfloor.site import RaySettings
+
     try:
         cluster = RayCluster(check_name(name), settings=RaySettings())
         head = cluster.head()
