@@ -26,6 +26,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from shopfloor.accounts.info import AccountsInfo
 from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
 from shopfloor.apps.model import App, AppStore
+from shopfloor.apps.shared_static import KEY as STATIC_KEY
 from shopfloor.extensions import metrics
 from shopfloor.resources import RequestError, RequestPolicy, UserContext
 from shopfloor.site import SiteConfig
@@ -89,6 +90,9 @@ class Run:
     phases: dict[str, float] = field(default_factory=dict)
     #: The job's own start-up phases (:data:`JOB_TIMINGS`), as it reported them.
     job_timings: dict[str, float] = field(default_factory=dict)
+    #: The key of the static files the job's Voila serves (:mod:`shopfloor.apps.shared_static`),
+    #: as it reported it with its port; pages use the shared files when it is the service's.
+    static_key: str = ""
     #: Set when the job reports its port or the state or message changes (wakes waiters).
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -300,10 +304,12 @@ class AppRunner:
             return True
         return True
 
-    def callback(self, key: str, secret: str, port: Any, timings: Any = None) -> bool:
+    def callback(self, key: str, secret: str, port: Any, timings: Any = None,
+                 static_key: Any = None) -> bool:
         """The job reports its port; accepted only with this run's secret and an int port,
         which a later report cannot change. ``timings`` (the job's start-up phases) keeps
-        only the names of :data:`JOB_TIMINGS` with plain numbers from 0 to an hour."""
+        only the names of :data:`JOB_TIMINGS` with plain numbers from 0 to an hour;
+        ``static_key`` only a key's shape, and only the first one."""
         run = self.runs.get(key)
         if run is None or not hmac.compare_digest(secret.encode(), run.secret.encode()):
             return False
@@ -317,6 +323,9 @@ class AppRunner:
                 if (isinstance(value, int | float) and not isinstance(value, bool)
                         and 0 <= value <= _MAX_TIMING):
                     run.job_timings[name] = round(float(value), 3)
+        if (not run.static_key and isinstance(static_key, str)
+                and STATIC_KEY.fullmatch(static_key)):
+            run.static_key = static_key
         if not run.port:
             run.port = port
             run.mark("port")

@@ -27,6 +27,12 @@ Content-Security-Policy):
   answer 404, as do Voila's page overrides (``?template=``, ``?theme=``: refused with 400).
   Kernels per viewer and per app are capped (``apps.max_kernels_per_viewer``,
   ``apps.max_kernels_per_app``).
+* ``/services/apps/_static/<key>/...``: Voila's own static files (its bundle, the widget
+  manager and other JupyterLab extensions, the template's CSS), one path for every app and
+  version of this installation, cached by browsers for a year (``<key>`` changes with the
+  installed files; see :mod:`shopfloor.apps.shared_static`). Served from an index made at
+  start, so no request path reaches the file system. App pages whose job runs the same
+  installation point there instead of at their own copies.
 * ``/services/apps/api/apps/<owner>/<app>/status``: the progress page's polling
   (``?wait=starting`` answers when the app stops starting, at most ten seconds later), with
   where a cold start's time went (``phases``, ``job_timings``).
@@ -40,6 +46,7 @@ import asyncio
 import grp
 import json
 import logging
+import mimetypes
 import os
 import posixpath
 import pwd
@@ -47,6 +54,8 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -70,6 +79,7 @@ from shopfloor.apps.model import (
     read_as_user,
     validate_publish,
 )
+from shopfloor.apps.shared_static import StaticIndex, installed_index, share_page
 from shopfloor.extensions import metrics
 from shopfloor.extensions.apps_runner import AppRunner, KernelClaim, compute_options
 from shopfloor.resources import RequestError, UserContext
@@ -102,6 +112,10 @@ _DROP_RESPONSE = {"set-cookie", "connection", "keep-alive", "transfer-encoding",
 TEMPLATES = Path(__file__).with_name("templates")
 #: Seconds a progress page's status request may wait for its app's state to change.
 STATUS_WAIT_S = 10.0
+#: Where the shared static files live on the app origin (``_`` starts no owner's name).
+SHARED_STATIC = f"{PREFIX}/_static"
+#: How long browsers keep a shared static file: its URL changes when the file can.
+SHARED_STATIC_MAX_AGE = 365 * 24 * 3600
 #: Seconds the viewer's hub groups, asked when a page opened, also answer for that page's
 #: files and kernel calls (the page and kernel websockets always ask the hub afresh).
 VIEWER_CACHE_S = 5.0
@@ -505,11 +519,12 @@ class CallbackHandler(web.RequestHandler):
     def post(self, owner: str, slug: str) -> None:
         try:
             body = json.loads(self.request.body or b"{}")
-            port, timings = body.get("port"), body.get("timings")
+            port, timings, static = body.get("port"), body.get("timings"), body.get("static")
         except (ValueError, AttributeError):
-            port = timings = None
+            port = timings = static = None
         secret = self.request.headers.get(SECRET_HEADER, "")
-        if not self.settings["runner"].callback(f"{owner}/{slug}", secret, port, timings):
+        if not self.settings["runner"].callback(f"{owner}/{slug}", secret, port, timings,
+                                                static):
             raise web.HTTPError(403)
         self.finish({"ok": True})
 
@@ -593,8 +608,15 @@ class AppProxyHandler(_Base):
         # must not both slip under the cap).
         placeholder = f"rendering-{secrets.token_hex(8)}"
         run.kernels[placeholder] = KernelClaim(who)
+        shared: StaticIndex = self.settings["shared_static"]
+        rewrite: Callable[[bytes], bytes] | None = None
+        if shared.key and run.static_key == shared.key:
+            # The job serves the same files as the service: the page loads them from the one
+            # shared path, which the browser may already hold from any other app.
+            rewrite = partial(share_page, app_base=self.runner.base_url(app),
+                              shared_base=f"{SHARED_STATIC}/{shared.key}/")
         try:
-            response = await self.forward(run, app, "")
+            response = await self.forward(run, app, "", rewrite)
         finally:
             run.kernels.pop(placeholder, None)
         kernel = _rendered_kernel(response.body or b"")
@@ -611,7 +633,11 @@ class AppProxyHandler(_Base):
     async def owner_context(self, app: App) -> UserContext:
         return await self.hub.user_context({"name": app.owner})
 
-    async def forward(self, run: Any, app: App, path: str) -> httpclient.HTTPResponse:
+    async def forward(self, run: Any, app: App, path: str,
+                      rewrite: Callable[[bytes], bytes] | None = None
+                      ) -> httpclient.HTTPResponse:
+        """Relay this request to the app's job (with the run's secret) and its answer back;
+        ``rewrite`` changes a successful answer's body on the way."""
         headers = HTTPHeaders()
         for name, value in self.request.headers.get_all():
             if name.lower() not in _DROP_REQUEST:
@@ -641,6 +667,8 @@ class AppProxyHandler(_Base):
             # No body may follow these (Voila answers a kernel shutdown with 204; the
             # browser's cache checks of static files get 304).
             self.finish()
+        elif rewrite is not None and response.code == 200:
+            self.finish(rewrite(response.body or b""))
         else:
             self.finish(response.body or b"")
         return response
@@ -718,6 +746,43 @@ class AppSocketProxy(_Access, websocket.WebSocketHandler):
             self.upstream.close()
 
 
+class SharedStaticHandler(_Base):
+    """Voila's static files for every app (:mod:`shopfloor.apps.shared_static`). No login:
+    these are the installed packages' public files, the same for every viewer (as JupyterHub's
+    and Jupyter Server's own static files); app data never comes this way."""
+
+    async def get(self, key: str, path: str) -> None:
+        await self._serve(key, path, body=True)
+
+    async def head(self, key: str, path: str) -> None:
+        await self._serve(key, path, body=False)
+
+    async def _serve(self, key: str, path: str, body: bool) -> None:
+        shared: StaticIndex = self.settings["shared_static"]
+        file = shared.find(key, path)
+        if file is None:
+            raise web.HTTPError(404, "There is no such file.")
+        try:
+            content = await asyncio.to_thread(file.read_bytes)
+        except OSError:
+            raise web.HTTPError(404, "There is no such file.") from None
+        self.set_header("Content-Type", _content_type(file.name))
+        self.set_header("Cache-Control", f"public, max-age={SHARED_STATIC_MAX_AGE}, immutable")
+        if body:
+            self.finish(content)
+        else:
+            self.set_header("Content-Length", len(content))
+            self.finish()
+
+
+def _content_type(name: str) -> str:
+    kind, encoding = mimetypes.guess_type(name)
+    if kind is None or encoding is not None:  # a .gz must not be taken for what it packs
+        return "application/octet-stream"
+    return f"{kind}; charset=UTF-8" if kind.startswith("text/") or kind.endswith(
+        ("javascript", "json")) else kind
+
+
 class ToAppOrigin(web.RequestHandler):
     """Old and hand-typed app links on the hub's origin go to the app origin."""
 
@@ -768,11 +833,13 @@ def make_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
 
 
 def make_origin_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppStore,
-                    cookie_secret: bytes, origin: AppOrigin,
-                    hub_auth: HubOAuth) -> web.Application:
-    """The service on the app origin: app pages, their kernels, the viewers' OAuth."""
+                    cookie_secret: bytes, origin: AppOrigin, hub_auth: HubOAuth,
+                    shared_static: StaticIndex | None = None) -> web.Application:
+    """The service on the app origin: app pages, their kernels, the viewers' OAuth, Voila's
+    shared static files (``shared_static``: this installation's when not given)."""
     handlers: list[Any] = [
         (rf"{PREFIX}/oauth_callback", OriginOAuthCallback),
+        (rf"{SHARED_STATIC}/(?P<key>[0-9a-f]{{24}})/(?P<path>.+)", SharedStaticHandler),
         (rf"{PREFIX}/api/apps/{_APP}/status", StatusHandler),
         (rf"{PREFIX}/{_APP}/(?P<path>api/kernels/[^/]+/channels|voila/query/[^/]+)",
          AppSocketProxy),
@@ -783,6 +850,7 @@ def make_origin_app(site: SiteConfig, hub: Hub, runner: AppRunner, store: AppSto
         handlers, site=site, hub=hub, runner=runner, store=store, cookie_secret=cookie_secret,
         xsrf_cookies=False, websocket_ping_interval=30, origin=origin, origin_url=origin.url,
         hub_url=_public_hub(site), hub_auth=hub_auth, log_function=_log_request,
+        shared_static=shared_static if shared_static is not None else installed_index(),
     )
 
 

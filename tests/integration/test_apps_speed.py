@@ -94,12 +94,36 @@ def test_cold_start_says_where_its_time_went(ahub: RunningHub, notebook: Path) -
     timings = status["job_timings"]
     assert isinstance(timings, dict)
     assert 0 < timings["imports_s"] <= timings["voila_ready_s"] <= timings["listening_s"], timings
-    # The port came before the pool was warm (or with it): the first page waits for the
-    # kernel inside Voila, while the progress page is already reloading.
+    # The port came once the pool's kernel had started: the first page is the pool's.
     page = wait_app_ready(alice, origin, key)
     assert kernel_id(page.text)
     late = alice.http.get(status_url).json()["job_timings"]
     assert late["pool_warm_s"] >= late["listening_s"], late
+
+
+def test_the_first_page_of_a_cold_start_is_the_pools(ahub: RunningHub, notebook: Path) -> None:
+    """The page asked for the moment the app is ready (as the progress page does) is rendered
+    by the kernel the job preheated, not by a second kernel Voila starts for it alone."""
+    key = publish(ahub, notebook, "first-page")
+    origin = origin_of(ahub)
+    alice = ahub.client("alice")
+    assert alice.http.get(f"{origin}/services/apps/{key}/").status_code == 202
+    status_url = f"{origin}/services/apps/api/apps/{key}/status"
+    deadline = time.monotonic() + 180
+    status: dict[str, object] = {"state": "starting"}
+    while status["state"] == "starting" and time.monotonic() < deadline:
+        status = alice.http.get(status_url, params={"wait": "starting"}, timeout=30).json()
+    assert status["state"] == "ready", status
+    page = alice.http.get(f"{origin}/services/apps/{key}/", timeout=60)
+    assert page.status_code == 200 and kernel_id(page.text)
+    job_log = Path(f"/home/alice/.shopfloor/logs/app-{status['job_id']}.log")
+    deadline = time.monotonic() + 10
+    while "Using pre-heated kernel" not in job_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the job's log reaches the file a moment after the page
+    lines = job_log.read_text().splitlines()
+    used = next((i for i, line in enumerate(lines) if "Using pre-heated kernel" in line), None)
+    assert used is not None, "\n".join(lines)
+    assert sum("Kernel started" in line for line in lines[:used]) == 1, "\n".join(lines)
 
 
 def test_closing_the_page_frees_the_viewers_kernel(ahub: RunningHub, notebook: Path) -> None:

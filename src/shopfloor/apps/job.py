@@ -37,6 +37,7 @@ import tornado.ioloop
 import tornado.web
 from voila.app import Voila
 
+from shopfloor.apps.shared_static import installed_index
 from shopfloor.apps.voila_compat import preheated_kernel_tasks
 from shopfloor.session.singleuser import free_port, node_address
 
@@ -112,6 +113,9 @@ class AppVoila(Voila):
     shopfloor_callback = ""
     #: Seconds of this job's start-up phases, reported to the apps service with the port.
     shopfloor_timings: dict[str, float] = {}
+    #: The key of this installation's static files (:mod:`shopfloor.apps.shared_static`),
+    #: reported with the port: where it matches the service's, pages use the shared files.
+    shopfloor_static_key = ""
 
     def init_handlers(self) -> list[Any]:
         return guard_handlers(super().init_handlers(), self.shopfloor_secret)
@@ -129,13 +133,13 @@ class AppVoila(Voila):
         super().start()
 
     async def _report_port(self) -> None:
-        """Report the port as soon as Voila listens, while the pool still warms: the first
-        page waits inside Voila for the warming kernel, so the viewer's progress page and its
-        reload overlap with the kernel's start instead of following it. Then report again
-        with the pool's warm-up time (the same port; the service only adds the timing)."""
+        """Report the port once the pool's kernel has started (a few tenths of a second after
+        Voila listens; the notebook then runs in it while the viewer's page is on its way).
+        Not earlier: Voila serves a page from its pool only once it knows the pool's notebook,
+        which it learns when that kernel has started; a page asked for before renders on a
+        second kernel started for it alone, from scratch, beside the pool's (both competing
+        for the job's CPUs), which made some cold starts slower."""
         timings = {**self.shopfloor_timings, "listening_s": process_age()}
-        if not await self._report(timings):
-            return
         await self._pool_warm()
         timings["pool_warm_s"] = process_age()
         await self._report(timings)
@@ -143,7 +147,8 @@ class AppVoila(Voila):
     async def _report(self, timings: dict[str, float]) -> bool:
         try:
             await asyncio.to_thread(report_port, self.shopfloor_callback, self.port,
-                                    self.shopfloor_secret, timings=timings)
+                                    self.shopfloor_secret, timings=timings,
+                                    static_key=self.shopfloor_static_key)
         except RuntimeError as exc:
             self.log.error("shopfloor: %s", exc)
             tornado.ioloop.IOLoop.current().stop()
@@ -172,12 +177,15 @@ def process_age() -> float:
 
 
 def report_port(callback: str, port: int, secret: str, attempts: int = 30,
-                timings: dict[str, float] | None = None) -> None:
+                timings: dict[str, float] | None = None, static_key: str = "") -> None:
     """Tell the apps service where we listen (authenticated by the per-run secret), with the
-    seconds since this process started that each start-up phase ended at (``timings``)."""
+    seconds since this process started that each start-up phase ended at (``timings``) and
+    the key of the static files our Voila serves (``static_key``)."""
     body: dict[str, Any] = {"port": port}
     if timings:
         body["timings"] = timings
+    if static_key:
+        body["static"] = static_key
     request = urllib.request.Request(
         callback, data=json.dumps(body).encode(), method="POST",
         headers={SECRET_HEADER: secret, "Content-Type": "application/json"},
@@ -233,6 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     app.shopfloor_callback = args.callback
     app.initialize(voila_argv(args.notebook, args.base_url, address, port, args.pool_size))
     app.shopfloor_timings = {"imports_s": imported, "voila_ready_s": process_age()}
+    # The files this Voila serves, as the owner sees them (their Jupyter paths, the template
+    # Voila chose): a few milliseconds of stat calls.
+    config = app.voila_configuration
+    app.shopfloor_static_key = installed_index(config.template,
+                                               config.extra_labextensions_path).key
     redact_logs(app.log, logging.getLogger("tornado.access"))
     app.start()
 
