@@ -286,6 +286,29 @@ def median_gap(runs: list[RunResult], start: str, end: str) -> float | None:
     return None if value is None else round(value, 3)
 
 
+#: A participant's steps, each from the end of the one before (``joined_s`` from the rush's start).
+PHASES = (("join", "", "joined_s"), ("login", "joined_s", "logged_in_s"),
+          ("start_link", "logged_in_s", "requested_s"), ("spawn", "requested_s", "running_s"),
+          ("lab", "running_s", "lab_answers_s"))
+
+
+def phases(runs: list[RunResult]) -> dict[str, dict[str, float | None]]:
+    """Where the crowd's time goes: median and max of each step, and when the last participant
+    finished it (``last_done_s``, from the rush's start): which step the rush waits on."""
+    table: dict[str, dict[str, float | None]] = {}
+    for phase, start, end in PHASES:
+        done = [r.detail for r in runs if r.ok and end in r.detail]
+        gaps = [d[end] - (d[start] if start else 0.0) for d in done if not start or start in d]
+        table[phase] = {"median": _rounded(percentile(gaps, 50)),
+                        "max": _rounded(max(gaps, default=None)),
+                        "last_done_s": _rounded(max((d[end] for d in done), default=None))}
+    return table
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _latency(probe: Probe) -> dict[str, float | int]:
     """p50/p95 of a probe's samples in ms, with its sample and error counts."""
     return {"p50": round(1000 * (percentile(probe.samples, 50) or 0), 1),
@@ -311,6 +334,33 @@ def remove_leftovers(name: str, timeout: float = 60) -> None:
     subprocess.run(["scontrol", "delete", f"ReservationName=ws-{name}"],
                    capture_output=True, check=False)
     shutil.rmtree(Path("/home/trainer/workshop-exports") / name, ignore_errors=True)
+
+
+def idle_cores(sinfo: str) -> dict[str, int]:
+    """Idle CPUs per node from ``sinfo -h -N -o "%N %C"`` (``alloc/idle/other/total``)."""
+    idle: dict[str, int] = {}
+    for line in sinfo.splitlines():
+        node, _, counts = line.strip().partition(" ")
+        parts = counts.strip().split("/")
+        if node and len(parts) == 4 and parts[1].isdigit():
+            # A node in several partitions is listed once per partition, with the same counts.
+            idle[node] = int(parts[1])
+    return idle
+
+
+def too_busy(nodes: str, cores: int, sinfo: str) -> str | None:
+    """Why the workshop's reservation would wait for other jobs, or ``None`` when it fits.
+
+    With no ``cores`` idle on ``nodes`` the service reserves over running jobs
+    (``IGNORE_JOBS``) and every participant waits until those jobs end by their walltime:
+    the run would measure other engineers' jobs, not the rush.
+    """
+    idle = idle_cores(sinfo)
+    free = sum(idle.get(node, 0) for node in nodes.split(","))
+    if free >= cores:
+        return None
+    return (f"{nodes} have {free} idle cores, the workshop reserves {cores}: other jobs hold "
+            "them (squeue -w " + nodes + "); wait, or pass --nodes/--cores")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     real = args.servers == "real"
     document: dict[str, Any] = {"benchmark": "workshop", "participants": args.participants,
                                 "load_start": load_average()}
+    busy = too_busy(args.nodes, args.cores, subprocess.run(
+        ["sinfo", "-h", "-N", "-n", args.nodes, "-o", "%N %C"], capture_output=True,
+        text=True, check=False).stdout)
+    if busy:
+        raise SystemExit(busy)
     create_partition(PARTITION, args.nodes)
     try:
         hub.start()
@@ -427,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             "partition": f"{PARTITION} (OverSubscribe=FORCE:100 over {args.nodes}), "
                          f"reservation of {args.cores} cores",
             "arms": blocks,
+            "crowd_phases_s": phases(runs),
             "all_running_s": round(all_running, 3) if ok else None,
             "target_s": TARGET_SECONDS,
             "target_met": ok and all_running < TARGET_SECONDS,
@@ -444,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
             f"all {args.participants} running after {all_running:.1f} s "
             f"(target < {TARGET_SECONDS:g} s: {'met' if document['target_met'] else 'MISSED'})",
             f"hub API p95 during the crowd: {document['hub_api_ms']['p95']} ms",
+            "crowd steps, median/max (last done at): " + ", ".join(
+                f"{k} {v['median']}/{v['max']} ({v['last_done_s']})"
+                for k, v in document["crowd_phases_s"].items()),
             f"end of workshop (export + cleanup): {end_s:.1f} s",
             f"admin one by one (anchor): all usable after "
             f"{document['anchor_all_usable_s']} s; crowd/anchor "

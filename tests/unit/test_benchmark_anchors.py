@@ -110,6 +110,35 @@ def test_workshop_median_gap_skips_failed_and_incomplete_runs() -> None:
     assert median_gap([], "requested_s", "lab_answers_s") is None
 
 
+def test_workshop_phases_say_which_step_the_rush_waits_on() -> None:
+    from benchmarks.workshop import phases
+
+    runs = [RunResult(1, True, 20.0, detail={"joined_s": 2.0, "logged_in_s": 3.0,
+                                             "requested_s": 3.5, "running_s": 15.5,
+                                             "lab_answers_s": 16.0}),
+            RunResult(2, True, 30.0, detail={"joined_s": 12.0, "logged_in_s": 14.0,
+                                             "requested_s": 14.5, "running_s": 28.5,
+                                             "lab_answers_s": 30.0}),
+            RunResult(3, False, error="x", detail={"joined_s": 40.0})]
+    table = phases(runs)
+    assert table["join"] == {"median": 7.0, "max": 12.0, "last_done_s": 12.0}
+    assert table["spawn"] == {"median": 13.0, "max": 14.0, "last_done_s": 28.5}
+    assert table["lab"] == {"median": 1.0, "max": 1.5, "last_done_s": 30.0}
+    assert phases([])["login"] == {"median": None, "max": None, "last_done_s": None}
+
+
+def test_workshop_refuses_nodes_whose_cores_other_jobs_hold() -> None:
+    from benchmarks.workshop import idle_cores, too_busy
+
+    sinfo = "debug1 4/0/0/4\ndebug1 4/0/0/4\ngpu1 2/2/0/4\nnode1 3/1/0/4\n"
+    assert idle_cores(sinfo) == {"debug1": 0, "gpu1": 2, "node1": 1}
+    assert too_busy("gpu1,debug1", 2, sinfo) is None
+    assert too_busy("gpu1,node1", 3, sinfo) is None
+    reason = too_busy("debug1", 2, sinfo)
+    assert reason is not None and "debug1 have 0 idle cores" in reason
+    assert too_busy("node9", 1, sinfo) is not None  # a node sinfo does not list
+
+
 def test_apps_browser_targets_and_arms() -> None:
     from benchmarks.apps_browser import parse_args, targets
 
@@ -120,6 +149,9 @@ def test_apps_browser_targets_and_arms() -> None:
     assert verdict["warm_over_lab_voila"] == pytest.approx(0.5)
     assert verdict["warm_met"] is True and verdict["cold_met"] is False
     assert targets({"warm": {"median": 1.0}})["warm_met"] is None  # no anchor, no verdict
+    assert verdict["cold_first_met"] is None  # the empty-cache arm did not run
+    assert targets({"cold_first": {"median": 2.9}})["cold_first_met"] is True
+    assert parse_args(["--arms", "cold,cold_first"]).arms == ["cold", "cold_first"]
     assert parse_args(["--arms", "warm,cold"]).arms == ["warm", "cold"]
     assert parse_args([]).port_base >= 9600
     with pytest.raises(SystemExit):

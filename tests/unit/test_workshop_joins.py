@@ -1,0 +1,155 @@
+"""A class joining at once: the slow privileged steps overlap, places and numbers stay exact.
+
+The privileged steps (Unix account, Slurm association, reservation, hub user) are replaced
+by timed stand-ins here; the real ones are exercised by
+``tests/integration/test_workshop_lifecycle.py`` and ``benchmarks.workshop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopfloor.extensions.workshops_service import JOINS_AT_ONCE, Workshops
+from shopfloor.site import parse_site
+from shopfloor.workshops import ops
+from shopfloor.workshops.model import Workshop, WorkshopInputError, WorkshopStore
+
+CODE = "ABCD-EFGH"
+STEP_S = 0.05
+
+
+def site(accounting: bool) -> Any:
+    return parse_site({
+        "partitions": {"cpu": {}},
+        "accounting": {"enabled": accounting},
+        "workshops": {"partitions": ["cpu"], "max_capacity": 60},
+    })
+
+
+class Steps:
+    """Timed stand-ins for the privileged steps; records what ran at the same time."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_at_once = 0
+        self.accounts: list[str] = []
+        self.associations: list[str] = []
+        self.slurm_accounts: set[str] = set()
+        self.reservation_users: list[str] = []
+
+    async def step(self) -> None:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        await asyncio.sleep(STEP_S)
+        self.running -= 1
+
+    async def create_account(self, username: str) -> str:
+        assert username not in self.accounts, f"{username} made twice"
+        await self.step()
+        self.accounts.append(username)
+        return "pw-" + username
+
+    async def associate(self, username: str, *, slurm_conf: str = "") -> None:
+        account = username.rsplit("-", 1)[0]
+        made = account in self.slurm_accounts
+        await self.step()
+        if not made:
+            # What sacctmgr does when two joins both make the workshop's account.
+            assert account not in self.slurm_accounts, "workshop account made twice"
+            self.slurm_accounts.add(account)
+        self.associations.append(username)
+
+    async def add_reservation_user(self, slurm: Any, reservation: str, username: str) -> None:
+        await self.step()
+        self.reservation_users.append(username)
+
+
+class Hub:
+    async def call(self, method: str, path: str, body: Any = None, ok: Any = None) -> Any:
+        await asyncio.sleep(0)
+        return {}
+
+
+def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capacity: int,
+             accounting: bool = True) -> tuple[Workshops, Steps]:
+    steps = Steps()
+    monkeypatch.setattr(ops, "create_account", steps.create_account)
+    monkeypatch.setattr(ops, "associate_participant", steps.associate)
+    monkeypatch.setattr(ops, "add_reservation_user", steps.add_reservation_user)
+    store = WorkshopStore(tmp_path / "w.sqlite")
+    now = datetime.now()
+    store.add_workshop(Workshop(
+        name="intro", title="Intro", code=CODE.replace("-", ""),
+        start=now.isoformat(), end=(now + timedelta(hours=2)).isoformat(),
+        capacity=capacity, partition="cpu", reservation="ws-intro", material="",
+        trainers=["trainer"], created_by="trainer"))
+    return Workshops(site(accounting), store, None, Hub()), steps  # type: ignore[arg-type]
+
+
+async def join_all(workshops: Workshops, count: int) -> list[Any]:
+    return await asyncio.gather(*(workshops.join(f"10.0.0.{i}", CODE, f"Person {i}")
+                                  for i in range(count)), return_exceptions=True)
+
+
+def test_a_class_joins_in_parallel_with_distinct_accounts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workshops, steps = prepared(tmp_path, monkeypatch, capacity=40)
+    t0 = time.monotonic()
+    joined = asyncio.run(join_all(workshops, 40))
+    elapsed = time.monotonic() - t0
+    assert not [j for j in joined if isinstance(j, BaseException)], joined
+    names = [j["username"] for j in joined]
+    assert sorted(names) == sorted(f"ws-intro-{n}" for n in range(1, 41))
+    assert len(set(j["password"] for j in joined)) == 40
+    stored = workshops.store.participants("intro")
+    assert sorted(p.number for p in stored) == list(range(1, 41))
+    assert sorted(steps.reservation_users) == sorted(names)
+    # The slow steps overlap (one after the other: 40 joins x 3 steps x STEP_S = 6 s) but
+    # never more than JOINS_AT_ONCE at a time.
+    assert 1 < steps.most_at_once <= JOINS_AT_ONCE
+    assert elapsed < 40 * 3 * STEP_S / 2
+    assert steps.slurm_accounts == {"ws-intro"}
+    assert workshops.joining["intro"] == set()
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 7])
+def test_a_rush_never_overfills_the_workshop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capacity: int) -> None:
+    workshops, steps = prepared(tmp_path, monkeypatch, capacity=capacity)
+    joined = asyncio.run(join_all(workshops, capacity + 5))
+    ok = [j for j in joined if isinstance(j, dict)]
+    refused = [j for j in joined if isinstance(j, WorkshopInputError)]
+    assert len(ok) == capacity and len(refused) == 5
+    assert all("full" in r.problems["workshop"] for r in refused)
+    assert sorted(j["username"] for j in ok) == sorted(
+        f"ws-intro-{n}" for n in range(1, capacity + 1))
+    assert len(steps.accounts) == capacity
+
+
+def test_a_failed_join_frees_its_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workshops, steps = prepared(tmp_path, monkeypatch, capacity=2)
+    real_create = steps.create_account
+
+    async def failing_once(username: str) -> str:
+        monkeypatch.setattr(ops, "create_account", real_create)
+        raise ops.OperationError("useradd exited 1")
+
+    monkeypatch.setattr(ops, "create_account", failing_once)
+    with pytest.raises(ops.OperationError):
+        asyncio.run(workshops.join("10.0.0.1", CODE, "Ann"))
+    assert workshops.joining["intro"] == set()
+    joined = asyncio.run(join_all(workshops, 3))
+    assert sum(isinstance(j, dict) for j in joined) == 2
+
+
+def test_without_accounting_no_association_is_made(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    workshops, steps = prepared(tmp_path, monkeypatch, capacity=5, accounting=False)
+    assert all(isinstance(j, dict) for j in asyncio.run(join_all(workshops, 5)))
+    assert steps.associations == [] and steps.slurm_accounts == set()
