@@ -2,8 +2,9 @@
 
 Each hub gets its own state folder (database, cookie secret, pid files, log), its own public,
 hub-API and proxy-API ports, and runs in its own process group. :meth:`BenchHub.stop` ends
-the hub's group and then the proxy's (JupyterHub starts ``configurable-http-proxy`` in a
-session of its own, so the proxy would outlive a killed hub); nothing is matched by name.
+the hub's group, then its managed services' and the proxy's (JupyterHub starts both in
+sessions of their own, so they would outlive a killed hub and hold their ports), and waits
+until the hub's ports are free; nothing is matched by name (children by pid and start time).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,53 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process by pid *and* start time, so a pid reused by an unrelated process is not it."""
+
+    pid: int
+    started: int
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.started
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks); None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after its last ")".
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def child_processes(parent: int) -> list[ProcessId]:
+    """The live direct children of ``parent`` (from ``/proc``), each with its start time."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(ProcessId(int(entry.name), int(fields[19])))
+    return found
+
+
+def wait_ports_free(ports: Iterable[int], timeout: float, interval: float = 0.2) -> list[int]:
+    """Wait up to ``timeout`` seconds until nothing listens on any of ``ports`` (127.0.0.1);
+    return those still listening then (empty: all free)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [p for p in ports if port_in_use(p)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(interval)
 
 
 def proxy_config_lines(state_dir: Path, ports: HubPorts) -> list[str]:
@@ -162,14 +210,31 @@ class BenchHub:
             return []
         return list(dict.fromkeys(self.job_id_pattern.findall(text)))
 
-    def stop(self, timeout: float = 20) -> None:
-        """Stop the hub (SIGTERM, then SIGKILL) and then its proxy, each by process group."""
+    def stop(self, timeout: float = 20, ports_timeout: float = 30) -> list[int]:
+        """Stop the hub (SIGTERM, then SIGKILL) and then its proxy, each by process group,
+        and wait until none of the hub's ports is listening any more.
+
+        A killed process's listening sockets close only once the kernel has torn it down (and
+        a proxy that outlived its hub may still be ending), so a :meth:`start` right after a
+        bare kill could find its own ports in use. Returns the ports still listening after
+        ``ports_timeout`` seconds (empty when all are free); it does not raise, so that the
+        callers' cleanup (cancelling jobs) always goes on, and :meth:`start` names them.
+        """
+        # The hub's managed services (workshop, apps, culler...) run in sessions of their own:
+        # a hub killed while stopping them leaves them running, holding their ports, and the
+        # next hub's service then fails to bind and is restarted every 30 s (an import storm
+        # that once cost our arm 50 ms of p95). Note them before the hub goes.
+        children = [] if self.process is None else child_processes(self.process.pid)
         if self.process is not None and self.process.poll() is None:
             _end_group(self.process.pid, timeout, wait=self.process.wait)
+        for child in children:
+            if child.alive():
+                _end_group(child.pid, 5)
         proxy_pid = self._proxy_pid()
         if proxy_pid is not None:
             _end_group(proxy_pid, 5)
             self.proxy_pid_file.unlink(missing_ok=True)
+        return wait_ports_free(self.ports.all, ports_timeout)
 
     def _proxy_pid(self) -> int | None:
         """The proxy's pid, if its pid file names a live proxy on *this* hub's API port."""
