@@ -65,8 +65,9 @@ def test_sacct_shows_a_finished_job_with_its_account(accounts: AccountingSync) -
 
 
 @pytest.fixture(scope="module")
-def tiny_budget(accounts: AccountingSync) -> Iterator[str]:
-    """alice's project with 30 CPU-minutes: a 1-CPU hour cannot fit."""
+def tiny_budget(accounts: AccountingSync, hub: RunningHub) -> Iterator[str]:
+    """alice's project with 30 CPU-minutes: a 1-CPU hour cannot fit. Removed afterwards,
+    and waited for until the shared test hub forgets it (later modules see alice's own)."""
     accounts.add_account(TINY, description="test: tiny budget")
     accounts.set_budget(TINY, {"cpu": 30})
     accounts.add_user("alice", TINY)
@@ -75,16 +76,17 @@ def tiny_budget(accounts: AccountingSync) -> Iterator[str]:
     finally:
         accounts.remove_user("alice", TINY)
         accounts.remove_account(TINY)
+        _wait_until_hub_knows(hub.client("alice"), TINY, present=False)
 
 
-def _wait_until_hub_knows(client, account: str) -> dict:  # type: ignore[no-untyped-def]
-    """The hub caches associations (accounting.cache_seconds, 30 s in the demo): a new one
-    shows up within that, which is what this waits for."""
+def _wait_until_hub_knows(client, account: str, present: bool = True) -> dict:  # type: ignore[no-untyped-def]
+    """The hub caches associations (accounting.cache_seconds, 30 s in the demo): a new (or
+    removed) one shows up (or goes) within that, which is what this waits for."""
     token = client.token()
     deadline = time.monotonic() + 45
     while True:
         parts = client.api("GET", "/shopfloor/partitions", token=token).json()
-        if account in parts["accounts"] or time.monotonic() > deadline:
+        if (account in parts["accounts"]) == present or time.monotonic() > deadline:
             return parts
         time.sleep(2)
 

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,7 +52,7 @@ from shopfloor.ray.node import (
     write_json_private,
 )
 from shopfloor.resources import RequestError, ResourceRequest
-from shopfloor.session.hubslurm import session_slurm
+from shopfloor.session.hubslurm import HubSlurm, session_slurm
 from shopfloor.site import RaySettings
 from shopfloor.slurm.jobscript import JobSpec, build_script
 from shopfloor.slurm.pending import describe_pending
@@ -337,14 +338,22 @@ class RayCluster:
 
     # -- state ------------------------------------------------------------------------------
 
-    def jobs(self) -> list[JobInfo]:
-        """This cluster's Slurm jobs that Slurm still lists (first job, then workers)."""
+    def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
+        """This cluster's Slurm jobs that Slurm still lists (first job, then workers).
+
+        Inside a session they come from the hub's shared snapshot (a few seconds old at
+        most); ``fresh`` asks Slurm itself, for a decision that must see a job that ended
+        a moment ago (:meth:`scale` replacing a lost worker).
+        """
         config = read_json(self.directory / CLUSTER_FILE) or {}
         # Naming the jobs lets a cached reader (HubSlurm) answer from a snapshot that
         # includes a job submitted a moment ago.
         known = [str(j) for j in [config.get("head_job"), *config.get("workers", [])] if j]
+        squeue = self.slurm.squeue
+        if fresh and isinstance(self.slurm, HubSlurm):  # Slurm's own answer, not the hub's
+            squeue = partial(SlurmSync.squeue, self.slurm)
         try:
-            mine = self.slurm.squeue(known or None, user=_user())
+            mine = squeue(known or None, user=_user())
         except SlurmError as exc:
             raise RayClusterError(f"Slurm is not answering: {exc.slurm_message}") from None
         names = {HEAD_JOB_PREFIX + self.name, WORKER_JOB_PREFIX + self.name}
@@ -481,7 +490,7 @@ class RayCluster:
                 "nodes": f"this cluster started with {request.nodes} node(s) and cannot have "
                 f"fewer; you asked for {nodes}. Stop it to free everything."
             })
-        active = {j.job_id for j in self.jobs() if not j.is_finished}
+        active = {j.job_id for j in self.jobs(fresh=True) if not j.is_finished}
         workers = [w for w in config["workers"] if w in active]
         gone = [w for w in config["workers"] if w not in active]
         if gone:
