@@ -296,25 +296,14 @@ class RefusalAwareCallbackHandler(OAuthCallbackHandler):
 class ProviderLogoutHandler(OAuthLogoutHandler):
     """Hub logout that also ends the user's session at the provider (RP-initiated logout).
 
-    The ID token (the ``id_token_hint``) is read from the user's auth_state before the hub
-    forgets the login; the browser is then sent (GET) to the provider's
-    ``end_session_endpoint``, which sends it back to ``post_logout_redirect_uri``, the hub's
-    login page. GET, not a form POST: the provider must see its own session cookie, and
-    browsers withhold SameSite=Lax cookies from a POST that comes from another site. The ID
-    token is no credential for any API (its audience is the hub, which never accepts it as a
-    login); the redirect is never cached and sends no referrer.
+    The browser is sent (GET) to the provider's ``end_session_endpoint`` with our
+    ``client_id`` and ``post_logout_redirect_uri`` (the hub's login page, registered for the
+    client), and the provider sends it back there. GET, not a form POST: the provider must see
+    its own session cookie, and browsers withhold SameSite=Lax cookies from a POST that comes
+    from another site. No ``id_token_hint``: a token does not belong in a URL (browser history,
+    the provider's access log); the provider asks the user to confirm instead, as the spec
+    has it for a logout without a hint.
     """
-
-    id_token_hint = ""
-
-    async def get(self) -> None:
-        authenticator = self.authenticator
-        user = self.current_user
-        if user is not None and authenticator.end_session_url and authenticator.enable_auth_state:
-            state = await user.get_auth_state() or {}
-            hint = state.get("id_token")
-            self.id_token_hint = hint if isinstance(hint, str) else ""
-        await super().get()
 
     async def render_logout_page(self) -> None:
         authenticator = self.authenticator
@@ -323,8 +312,6 @@ class ProviderLogoutHandler(OAuthLogoutHandler):
             return
         query = {"client_id": authenticator.client_id,
                  "post_logout_redirect_uri": authenticator.post_logout_redirect_url}
-        if self.id_token_hint:
-            query["id_token_hint"] = self.id_token_hint
         self.set_header("Cache-Control", "no-store")
         self.set_header("Referrer-Policy", "no-referrer")
         self.redirect(f"{authenticator.end_session_url}?{urlencode(query)}")

@@ -374,15 +374,16 @@ def test_alice_logs_in_consents_spawns_with_her_tokens_and_logs_out(
     assert hub_api(page, "GET", "/user").json()["name"] == "alice"
     _, state = oidc_hub.auth_state("alice")
 
-    # Logging out of the hub ends the provider's session too (RP-initiated logout, with the
-    # ID token as hint), and the provider sends the browser back to the hub's login page.
+    # Logging out of the hub ends the provider's session too (RP-initiated logout, no token in
+    # the URL), and the provider sends the browser back to the hub's login page.
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto(f"{HUB_URL}/hub/logout")
     page.wait_for_selector("text=Sign out of the test identity provider?")
     end_session = parse_qs(urlparse(next(
         u for u in requested if u.startswith(f"{oidc_hub.provider.issuer}/session/end"))).query)
-    assert end_session["id_token_hint"] == [state["id_token"]]
+    assert "id_token_hint" not in end_session and state["id_token"] not in "".join(requested)
+    assert end_session["client_id"] == [CLIENT_ID]
     assert end_session["post_logout_redirect_uri"] == [f"{HUB_URL}/hub/login"]
     page.click("button[value=yes]")
     page.wait_for_url(f"{HUB_URL}/hub/login**")
