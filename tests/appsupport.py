@@ -91,6 +91,18 @@ def install_notebook(owner: str = "alice") -> Path:
     return folder / "slider_app.ipynb"
 
 
+def publish_app(hub: RunningHub, notebook: Path, slug: str, **fields: object) -> str:
+    """Publish ``notebook`` as alice's app ``slug`` through the service's REST API (audience
+    ``hub`` unless ``fields`` say otherwise); returns the app's key ``alice/<slug>``."""
+    token = hub.client("alice").token()
+    resp = requests.post(f"{hub.url}/services/apps/api/apps", timeout=60,
+                         headers={"Authorization": f"token {token}"},
+                         json={"notebook": str(notebook), "title": slug, "slug": slug,
+                               "audience": "hub", **fields})
+    assert resp.status_code == 201, resp.text
+    return f"alice/{slug}"
+
+
 def share_group(hub: RunningHub, members: list[str]) -> None:
     admin = hub.client("admin")
     token = admin.token()

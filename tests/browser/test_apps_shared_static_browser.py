@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from appsupport import apps_hub, install_notebook, origin_of
+from appsupport import apps_hub, install_notebook, origin_of, publish_app
 from support import RunningHub
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.cluster, pytest.mark.slow]
@@ -33,14 +32,8 @@ def ahub(local_cluster: object, passwords: dict[str, str]) -> Iterator[RunningHu
         yield hub
 
 
-def publish(hub: RunningHub, notebook: Path, slug: str) -> str:
-    token = hub.client("alice").token()
-    resp = requests.post(f"{hub.url}/services/apps/api/apps", timeout=60,
-                         headers={"Authorization": f"token {token}"},
-                         json={"notebook": str(notebook), "title": slug, "slug": slug,
-                               "audience": "hub"})
-    assert resp.status_code == 201, resp.text
-    return f"{origin_of(hub)}/services/apps/alice/{slug}/"
+def app_url(hub: RunningHub, notebook: Path, slug: str) -> str:
+    return f"{origin_of(hub)}/services/apps/{publish_app(hub, notebook, slug)}/"
 
 
 def open_app(page: Any, url: str) -> list[dict[str, Any]]:
@@ -55,7 +48,7 @@ def test_the_second_app_takes_voilas_files_from_the_cache(  # type: ignore[no-un
     ahub: RunningHub, page, artifacts: Path
 ) -> None:
     notebook = install_notebook("alice")
-    first, second = publish(ahub, notebook, "cache-one"), publish(ahub, notebook, "cache-two")
+    first, second = app_url(ahub, notebook, "cache-one"), app_url(ahub, notebook, "cache-two")
     page.goto(f"{ahub.url}/hub/login")
     page.fill("#username_input", "bob")
     page.fill("#password_input", ahub.passwords["bob"])

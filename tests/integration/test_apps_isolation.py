@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from appsupport import apps_hub, install_notebook, kernel_id, origin_of, wait_app_ready
+from appsupport import apps_hub, install_notebook, kernel_id, origin_of, publish_app, wait_app_ready
 from hubclient import HubClient
 from support import RunningHub, squeue_jobs
 
@@ -34,16 +33,6 @@ def ahub(local_cluster: object, passwords: dict[str, str]) -> Iterator[RunningHu
 @pytest.fixture(scope="module")
 def notebook() -> Path:
     return install_notebook("alice")
-
-
-def publish(hub: RunningHub, notebook: Path, slug: str) -> str:
-    token = hub.client("alice").token()
-    resp = requests.post(f"{hub.url}/services/apps/api/apps", timeout=60,
-                         headers={"Authorization": f"token {token}"},
-                         json={"notebook": str(notebook), "title": slug, "slug": slug,
-                               "audience": "hub"})
-    assert resp.status_code == 201, resp.text
-    return f"alice/{slug}"
 
 
 def origin_cookies(client: HubClient, origin: str) -> str:
@@ -82,7 +71,7 @@ def app_log(key: str) -> Path:
 
 
 def test_bob_cannot_take_over_alices_kernel(ahub: RunningHub, notebook: Path) -> None:
-    key = publish(ahub, notebook, "takeover")
+    key = publish_app(ahub, notebook, "takeover")
     origin = origin_of(ahub)
     base = f"{origin}/services/apps/{key}"
     alice, bob = ahub.client("alice"), ahub.client("bob")
@@ -121,7 +110,7 @@ def test_bob_cannot_take_over_alices_kernel(ahub: RunningHub, notebook: Path) ->
 def test_template_override_answers_at_once_without_a_kernel(
     ahub: RunningHub, notebook: Path
 ) -> None:
-    key = publish(ahub, notebook, "templates")
+    key = publish_app(ahub, notebook, "templates")
     origin = origin_of(ahub)
     bob = ahub.client("bob")
     wait_app_ready(bob, origin, key)
@@ -137,7 +126,7 @@ def test_template_override_answers_at_once_without_a_kernel(
 
 
 def test_kernels_per_viewer_and_per_app_are_capped(ahub: RunningHub, notebook: Path) -> None:
-    key = publish(ahub, notebook, "capped")
+    key = publish_app(ahub, notebook, "capped")
     origin = origin_of(ahub)
     page = f"{origin}/services/apps/{key}/"
     bob, trainer, admin = (ahub.client(u) for u in ("bob", "trainer", "admin"))

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from appsupport import apps_hub, install_notebook, origin_of, wait_app_ready
+from appsupport import apps_hub, install_notebook, origin_of, publish_app, wait_app_ready
 from support import RunningHub
 
 from shopfloor.apps.shared_static import installed_index
@@ -40,16 +40,6 @@ def ahub(local_cluster: object, passwords: dict[str, str]) -> Iterator[RunningHu
 @pytest.fixture(scope="module")
 def notebook() -> Path:
     return install_notebook("alice")
-
-
-def publish(hub: RunningHub, notebook: Path, slug: str) -> str:
-    token = hub.client("alice").token()
-    resp = requests.post(f"{hub.url}/services/apps/api/apps", timeout=60,
-                         headers={"Authorization": f"token {token}"},
-                         json={"notebook": str(notebook), "title": slug, "slug": slug,
-                               "audience": "hub"})
-    assert resp.status_code == 201, resp.text
-    return f"alice/{slug}"
 
 
 def raw_get(origin: str, path: str) -> tuple[int, str]:
@@ -73,7 +63,7 @@ def two_pages(ahub: RunningHub, notebook: Path) -> dict[str, str]:
     bob = ahub.client("bob")
     pages = {}
     for slug in ("shared-one", "shared-two"):
-        key = publish(ahub, notebook, slug)
+        key = publish_app(ahub, notebook, slug)
         page = wait_app_ready(bob, origin, key)
         assert page.status_code == 200, page.text[-300:]
         pages[key] = page.text

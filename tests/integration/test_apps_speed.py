@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from appsupport import (
     SHARE_GROUP,
     apps_hub,
     install_notebook,
     kernel_id,
     origin_of,
+    publish_app,
     share_group,
     wait_app_ready,
 )
@@ -44,16 +44,6 @@ def notebook() -> Path:
     return install_notebook("alice")
 
 
-def publish(hub: RunningHub, notebook: Path, slug: str, **fields: object) -> str:
-    token = hub.client("alice").token()
-    resp = requests.post(f"{hub.url}/services/apps/api/apps", timeout=60,
-                         headers={"Authorization": f"token {token}"},
-                         json={"notebook": str(notebook), "title": slug, "slug": slug,
-                               "audience": "hub", **fields})
-    assert resp.status_code == 201, resp.text
-    return f"alice/{slug}"
-
-
 def say_goodbye(client: HubClient, origin: str, key: str, kernel: str) -> int:
     """What Voila's ``beforeunload`` handler sends when the tab closes (a beacon: a form POST
     with the origin's ``_xsrf`` cookie value)."""
@@ -67,7 +57,7 @@ def say_goodbye(client: HubClient, origin: str, key: str, kernel: str) -> int:
 
 
 def test_cold_start_says_where_its_time_went(ahub: RunningHub, notebook: Path) -> None:
-    key = publish(ahub, notebook, "phases")
+    key = publish_app(ahub, notebook, "phases")
     origin = origin_of(ahub)
     alice = ahub.client("alice")
     first = alice.http.get(f"{origin}/services/apps/{key}/")
@@ -104,7 +94,7 @@ def test_cold_start_says_where_its_time_went(ahub: RunningHub, notebook: Path) -
 def test_the_first_page_of_a_cold_start_is_the_pools(ahub: RunningHub, notebook: Path) -> None:
     """The page asked for the moment the app is ready (as the progress page does) is rendered
     by the kernel the job preheated, not by a second kernel Voila starts for it alone."""
-    key = publish(ahub, notebook, "first-page")
+    key = publish_app(ahub, notebook, "first-page")
     origin = origin_of(ahub)
     alice = ahub.client("alice")
     assert alice.http.get(f"{origin}/services/apps/{key}/").status_code == 202
@@ -127,7 +117,7 @@ def test_the_first_page_of_a_cold_start_is_the_pools(ahub: RunningHub, notebook:
 
 
 def test_closing_the_page_frees_the_viewers_kernel(ahub: RunningHub, notebook: Path) -> None:
-    key = publish(ahub, notebook, "goodbye")
+    key = publish_app(ahub, notebook, "goodbye")
     origin = origin_of(ahub)
     bob = ahub.client("bob")
     for visit in range(PER_VIEWER + 2):  # more pages than the cap, one after the other
@@ -143,7 +133,7 @@ def test_closing_the_page_frees_the_viewers_kernel(ahub: RunningHub, notebook: P
 def test_a_viewer_removed_from_the_group_loses_the_next_page(
         ahub: RunningHub, notebook: Path) -> None:
     share_group(ahub, ["bob"])
-    key = publish(ahub, notebook, "grouped", audience="groups", names=[SHARE_GROUP])
+    key = publish_app(ahub, notebook, "grouped", audience="groups", names=[SHARE_GROUP])
     origin = origin_of(ahub)
     bob = ahub.client("bob")
     page = wait_app_ready(bob, origin, key)
