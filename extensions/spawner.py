@@ -117,6 +117,9 @@ class ShopfloorSpawner(SlurmSpawner):
     ).tag(config=True)
 
     request: ResourceRequest | None = None
+    #: ``request`` as saved state, made once per request: the hub asks every server's state
+    #: for each model of a user it answers (``GET /hub/api/users/NAME`` builds all of them).
+    _request_state: tuple[ResourceRequest, dict[str, Any]] | None = None
     node_name = ""
     #: SHA-256 of the token the job was given: the job is recognised by it after a hub
     #: restart, when the hub has issued the server a new token (the hash is not a secret).
@@ -241,8 +244,17 @@ class ShopfloorSpawner(SlurmSpawner):
         if self.job_ready:
             state["ready"] = True
         if self.request is not None:
-            state["request"] = self.request.model_dump()
+            state["request"] = self._dumped_request(self.request)
         return state
+
+    def _dumped_request(self, request: ResourceRequest) -> dict[str, Any]:
+        """``request.model_dump()``, kept while the (frozen) request is the same object.
+
+        A copy each time, so whoever gets the state may change it without touching ours.
+        """
+        if self._request_state is None or self._request_state[0] is not request:
+            self._request_state = (request, request.model_dump())
+        return dict(self._request_state[1])
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)

@@ -33,6 +33,7 @@ import re
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -45,9 +46,11 @@ from tornado import httpclient, ioloop, web
 
 from shopfloor.errors import ShopfloorError
 from shopfloor.extensions import metrics
+from shopfloor.ops.privileged import MOST_AT_ONCE
 from shopfloor.site import SiteConfig, load_site
 from shopfloor.slurm.seam import Slurm, SlurmError
 from shopfloor.workshops import ops
+from shopfloor.workshops.batches import SerialBatches
 from shopfloor.workshops.model import (
     END_STEPS,
     STEP_NAME,
@@ -151,10 +154,9 @@ class Workshops:
         self.join_lock = asyncio.Lock()
         self.joining: dict[str, set[int]] = defaultdict(set)
         self.join_slots = asyncio.Semaphore(JOINS_AT_ONCE)
-        # A workshop's Slurm account is made by its first participant's association; two
-        # first joins at once would both try to make it.
-        self.account_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.slurm_accounts: set[str] = set()
+        # Participants' Slurm associations: one helper run at a time (sacctmgr adds at the
+        # same moment can be lost), shared by every join waiting for one.
+        self.associations = SerialBatches(self._associate_batch, MOST_AT_ONCE)
         self.end_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.failures = RateLimit(site.workshops.join_failures_per_minute)
 
@@ -314,22 +316,15 @@ class Workshops:
         """The next participant number, past those stored and those still joining."""
         return max(self.store.next_number(workshop), max(self.joining[workshop], default=0) + 1)
 
-    async def _associate(self, workshop: Workshop, username: str) -> None:
-        """The participant's Slurm association; the workshop's first makes its account."""
-        conf = self.site.slurm.conf_file
-        if workshop.name not in self.slurm_accounts:
-            async with self.account_locks[workshop.name]:
-                if workshop.name not in self.slurm_accounts:
-                    await ops.associate_participant(username, slurm_conf=conf)
-                    self.slurm_accounts.add(workshop.name)
-                    return
-        await ops.associate_participant(username, slurm_conf=conf)
+    async def _associate_batch(self, usernames: Sequence[str]) -> None:
+        """Participants' Slurm associations (a workshop's first makes its account)."""
+        await ops.associate_participants(usernames, slurm_conf=self.site.slurm.conf_file)
 
     async def _add_participant(self, workshop: Workshop, username: str, name: str,
                                number: int) -> str:
         password = await ops.create_account(username)
         if self.site.accounting.enabled:
-            await self._associate(workshop, username)
+            await self.associations.submit(username)
         # Stored first: whatever fails next, the end of the workshop finds and removes it.
         self.store.add_participant(Participant(
             username=username, workshop=workshop.name, name=name, number=number,

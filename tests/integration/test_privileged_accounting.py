@@ -114,3 +114,52 @@ def test_associate_dissociate_remove_round_trip(participant: str) -> None:
     # Gone already: nothing to do, not a failure (the end of a workshop may be retried).
     assert privileged("slurm-remove-account", "ws-sfacctest").returncode == 0
     pwd.getpwnam(participant)
+
+
+@pytest.fixture
+def class_of_eight() -> Iterator[list[str]]:
+    """Eight participant accounts the helper made (workshop ``sfacclass``), removed after."""
+    names = [f"ws-sfacclass-{n}" for n in range(1, 9)]
+    for name in names:
+        _userdel(name)
+        made = privileged("create-account", name)
+        assert made.returncode == 0, made.stderr
+    yield names
+    acc = accounting()
+    for name in names:
+        acc.remove_user(name)
+    acc.remove_account("ws-sfacclass")
+    for name in names:
+        _userdel(name)
+
+
+def _kept(names: list[str]) -> list[str]:
+    acc = accounting()
+    associated = {a.user for a in acc.associations(names) if a.account == "ws-sfacclass"}
+    defaults = acc.user_defaults()
+    return sorted(n for n in names if n in associated and defaults.get(n) == "ws-sfacclass")
+
+
+def test_associations_made_at_the_same_moment_are_all_kept(class_of_eight: list[str]) -> None:
+    """Slurm 22.05 answers success for concurrent ``sacctmgr add user`` and drops most of
+    them (6 of 8 here): the helper checks and adds again, so none is lost."""
+    first = privileged("slurm-associate", class_of_eight[0])  # makes the workshop's account
+    assert first.returncode == 0, first.stderr
+    rest = class_of_eight[1:]
+    procs = [subprocess.Popen([sys.executable, "-m", "shopfloor.ops.privileged",
+                               "slurm-associate", name], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for name in rest]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert _kept(class_of_eight) == sorted(class_of_eight)
+
+
+def test_one_call_associates_several_participants(class_of_eight: list[str]) -> None:
+    done = privileged("slurm-associate", *class_of_eight[:5])
+    assert done.returncode == 0, done.stderr
+    assert _kept(class_of_eight) == sorted(class_of_eight[:5])
+    for bad in ([class_of_eight[5], "alice"], [class_of_eight[5], class_of_eight[5]]):
+        refused = privileged("slurm-associate", *bad)
+        assert refused.returncode == 2, refused
+    assert _kept(class_of_eight) == sorted(class_of_eight[:5])  # nothing half-done

@@ -65,12 +65,12 @@ async def test_the_workshop_accounting_steps_pass_the_conf(
         return b""
 
     monkeypatch.setattr(ops, "run", run)
-    await ops.associate_participant("ws-abc-1", slurm_conf=CONF)
+    await ops.associate_participants(["ws-abc-1", "ws-abc-2"], slurm_conf=CONF)
     await ops.remove_participant_association("ws-abc-1", slurm_conf=CONF)
     await ops.remove_workshop_account("abc", slurm_conf=CONF)
-    await ops.associate_participant("ws-abc-1")
+    await ops.associate_participants(["ws-abc-1"])
     verbs = [c[c.index(HELPER) + 1:] for c in seen]
-    assert verbs == [["--slurm-conf", CONF, "slurm-associate", "ws-abc-1"],
+    assert verbs == [["--slurm-conf", CONF, "slurm-associate", "ws-abc-1", "ws-abc-2"],
                      ["--slurm-conf", CONF, "slurm-dissociate", "ws-abc-1"],
                      ["--slurm-conf", CONF, "slurm-remove-account", "ws-abc"],
                      ["slurm-associate", "ws-abc-1"]]

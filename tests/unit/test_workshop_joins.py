@@ -41,6 +41,8 @@ class Steps:
         self.accounts: list[str] = []
         self.associations: list[str] = []
         self.slurm_accounts: set[str] = set()
+        self.associating = False
+        self.association_runs: list[list[str]] = []
         self.reservation_users: list[str] = []
 
     async def step(self) -> None:
@@ -55,15 +57,18 @@ class Steps:
         self.accounts.append(username)
         return "pw-" + username
 
-    async def associate(self, username: str, *, slurm_conf: str = "") -> None:
-        account = username.rsplit("-", 1)[0]
-        made = account in self.slurm_accounts
-        await self.step()
-        if not made:
-            # What sacctmgr does when two joins both make the workshop's account.
-            assert account not in self.slurm_accounts, "workshop account made twice"
-            self.slurm_accounts.add(account)
-        self.associations.append(username)
+    async def associate(self, usernames: list[str], *, slurm_conf: str = "") -> None:
+        # Two sacctmgr adds at the same moment lose associations: runs must never overlap.
+        assert not self.associating, "two association runs at once"
+        self.associating = True
+        self.association_runs.append(list(usernames))
+        try:
+            await self.step()
+        finally:
+            self.associating = False
+        for username in usernames:
+            self.slurm_accounts.add(username.rsplit("-", 1)[0])
+            self.associations.append(username)
 
     async def add_reservation_user(self, slurm: Any, reservation: str, username: str) -> None:
         await self.step()
@@ -80,7 +85,7 @@ def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capacity: int,
              accounting: bool = True) -> tuple[Workshops, Steps]:
     steps = Steps()
     monkeypatch.setattr(ops, "create_account", steps.create_account)
-    monkeypatch.setattr(ops, "associate_participant", steps.associate)
+    monkeypatch.setattr(ops, "associate_participants", steps.associate)
     monkeypatch.setattr(ops, "add_reservation_user", steps.add_reservation_user)
     store = WorkshopStore(tmp_path / "w.sqlite")
     now = datetime.now()
@@ -115,6 +120,9 @@ def test_a_class_joins_in_parallel_with_distinct_accounts(
     assert 1 < steps.most_at_once <= JOINS_AT_ONCE
     assert elapsed < 40 * 3 * STEP_S / 2
     assert steps.slurm_accounts == {"ws-intro"}
+    assert sorted(steps.associations) == sorted(names)
+    # One association run at a time, shared by the joins that waited for it.
+    assert len(steps.association_runs) < 40 / 2
     assert workshops.joining["intro"] == set()
 
 

@@ -15,10 +15,11 @@ every argument before anything happens and refuses with exit code 2 and a messag
     ``scontrol`` on a workshop reservation (``ws-<workshop>``), with only the keys Shopfloor
     writes, each value checked (Slurm needs an operator to reserve; SlurmUser is often root).
     Slurm is found on sudo's ``secure_path``: no caller picks the program that runs as root.
-``slurm-associate NAME``
-    the Slurm association of a participant this command created (``ws-<workshop>-<n>``) with
-    its workshop's account ``ws-<workshop>`` (its default), which is made on first use under
-    ``workshops``; an account of that name under any other parent is refused.
+``slurm-associate NAME...``
+    the Slurm association of participants this command created (``ws-<workshop>-<n>``, up to
+    100 in one call) with their workshop's account ``ws-<workshop>`` (their default), which
+    is made on first use under ``workshops``; an account of that name under any other parent
+    is refused. Each association is checked after it is made (see :func:`slurm_associate`).
 ``slurm-dissociate NAME`` / ``slurm-remove-account ACCOUNT``
     remove a participant's associations (``ws-<workshop>-<n>``; its Unix account, if still
     there, must be one this command made), or a workshop's account (``ws-<workshop>``, only
@@ -41,6 +42,8 @@ workshop participant.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import pwd
 import re
@@ -49,7 +52,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -230,16 +233,78 @@ def _check_parent(accounting: AccountingSync, account: str) -> bool:
     return parent is not None
 
 
-def slurm_associate(name: str, conf: str = "") -> None:
-    account = _workshop_account(_account(name, ours=True))
-    accounting = _accounting(conf)
-    if not _check_parent(accounting, account):
-        if accounting.account_parent(WORKSHOPS_ACCOUNT) is None:
-            accounting.add_account(WORKSHOPS_ACCOUNT,
-                                   description="Workshops (one account each)")
-        accounting.add_account(account, parent=WORKSHOPS_ACCOUNT,
-                               description=f"workshop {account[3:]}")
-    accounting.add_user(name, account, default_account=True)
+#: Most participants one ``slurm-associate`` takes (a class joining at once shares a call).
+MOST_AT_ONCE = 100
+#: Tries to make an association that a check right after does not find.
+ASSOCIATE_TRIES = 3
+
+
+def slurm_associate(names: Sequence[str], conf: str = "") -> None:
+    """Associate each participant with its workshop's account, and check that Slurm kept it.
+
+    ``sacctmgr -i add user`` run at the same moment as another one can answer success and
+    keep nothing (Slurm 22.05: 6 of 8 such adds lost on the demo cluster): every name is
+    looked up afterwards and added again, one by one, until Slurm shows it.
+    """
+    by_account: dict[str, list[str]] = {}
+    for name in names:
+        by_account.setdefault(_workshop_account(_account(name, ours=True)), []).append(name)
+    with _accounting_lock():
+        _associate(by_account, _accounting(conf))
+
+
+def _associate(by_account: dict[str, list[str]], accounting: AccountingSync) -> None:
+    for account, members in by_account.items():
+        if not _check_parent(accounting, account):
+            if accounting.account_parent(WORKSHOPS_ACCOUNT) is None:
+                accounting.add_account(WORKSHOPS_ACCOUNT,
+                                       description="Workshops (one account each)")
+            accounting.add_account(account, parent=WORKSHOPS_ACCOUNT,
+                                   description=f"workshop {account[3:]}")
+        missing, problem = members, ""
+        for _attempt in range(ASSOCIATE_TRIES):
+            try:
+                if len(missing) == len(members):
+                    accounting.add_user(missing, account, default_account=True)
+                else:
+                    for name in missing:
+                        accounting.add_user(name, account, default_account=True)
+            except RuntimeError as exc:  # SlurmError; what Slurm kept is checked below
+                problem = f": {exc}"
+            missing = _not_associated(accounting, missing, account)
+            if not missing:
+                break
+        else:
+            raise RuntimeError(f"Slurm did not keep the association of {', '.join(missing)} "
+                               f"with {account} after {ASSOCIATE_TRIES} tries{problem}")
+
+
+#: Held while this helper changes Slurm accounting, so two helpers never add at once. In
+#: ``/run``, which only root may write: no user can make the file or a link in its place.
+ACCOUNTING_LOCK = "/run/shopfloor-privileged-accounting.lock"
+
+
+@contextlib.contextmanager
+def _accounting_lock(path: str = ACCOUNTING_LOCK) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (made 0600, never through a link); none without
+    the folder."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _not_associated(accounting: AccountingSync, names: Sequence[str], account: str) -> list[str]:
+    """Those of ``names`` without an association with ``account`` as their default."""
+    kept = {a.user for a in accounting.associations(names) if a.account == account}
+    defaults = accounting.user_defaults()
+    return [n for n in names if n not in kept or defaults.get(n) != account]
 
 
 def slurm_dissociate(name: str, conf: str = "") -> None:
@@ -291,12 +356,11 @@ _ACCOUNT_VERBS = {
     "delete-account": delete_account,
 }
 _SLURM_VERBS = {
-    "slurm-associate": slurm_associate,
     "slurm-dissociate": slurm_dissociate,
     "slurm-remove-account": slurm_remove_account,
 }
 #: The verbs that run Slurm tools, and so the only ones that take ``--slurm-conf``.
-SLURM_VERBS = frozenset({*_SLURM_VERBS, "reservation"})
+SLURM_VERBS = frozenset({*_SLURM_VERBS, "slurm-associate", "reservation"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,6 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not ns.args:
                 raise Refused("reservation needs an ACTION")
             reservation(ns.args[0], *ns.args[1:], conf=conf)
+        elif ns.verb == "slurm-associate":
+            if not 1 <= len(ns.args) <= MOST_AT_ONCE:
+                raise Refused(f"slurm-associate takes 1 to {MOST_AT_ONCE} NAMEs")
+            if len(set(ns.args)) != len(ns.args):
+                raise Refused("slurm-associate: a NAME is given twice")
+            slurm_associate(ns.args, conf)
         elif len(ns.args) != 1:
             raise Refused(f"{ns.verb} takes exactly one NAME")
         elif ns.verb in _SLURM_VERBS:

@@ -264,10 +264,14 @@ def set_account_call(name: str, settings: Sequence[str]) -> SlurmCall[None]:
                      _ignore, recover=_nothing_to_change)
 
 
-def add_user_call(user: str, account: str, *, qos: Sequence[str] = (),
+def add_user_call(user: str | Sequence[str], account: str, *, qos: Sequence[str] = (),
                   default_qos: str = "", default_account: bool = False) -> SlurmCall[None]:
-    """Associate ``user`` with ``account`` (the user's default account if ``default_account``)."""
-    args = ["sacctmgr", "-i", "add", "user", check_name(user, "user"),
+    """Associate ``user`` (or several users, in one call) with ``account`` (their default
+    account if ``default_account``)."""
+    users = [user] if isinstance(user, str) else list(user)
+    if not users:
+        raise ValueError("add_user_call needs at least one user")
+    args = ["sacctmgr", "-i", "add", "user", ",".join(check_name(u, "user") for u in users),
             f"account={check_name(account, 'account')}"]
     if default_account:
         args.append(f"defaultaccount={account}")
@@ -401,7 +405,7 @@ class AccountingSync:
         names = ",".join(check_name(q, "QOS") for q in qos)
         self.slurm.call(set_account_call(account, [f"qos={names}"]))
 
-    def add_user(self, user: str, account: str, *, qos: Sequence[str] = (),
+    def add_user(self, user: str | Sequence[str], account: str, *, qos: Sequence[str] = (),
                  default_account: bool = False) -> None:
         self.slurm.call(add_user_call(user, account, qos=qos, default_account=default_account))
 

@@ -76,15 +76,17 @@ async def create_account(username: str) -> str:
     return out.decode().strip()
 
 
-async def associate_participant(username: str, *, slurm_conf: str = "") -> None:
-    """Let a new participant charge the workshop's Slurm account (``ws-<workshop>``, made on
+async def associate_participants(usernames: Sequence[str], *, slurm_conf: str = "") -> None:
+    """Let new participants charge their workshop's Slurm account (``ws-<workshop>``, made on
     first use under ``workshops``) by default; Slurm refuses jobs without an association.
 
-    Called after the Unix account exists: slurmctld learns the user's uid from it. Changing
-    associations needs a Slurm administrator, so it goes through the privileged helper,
-    which reaches the cluster of ``slurm_conf`` (``slurm.conf_file``; empty: the default).
+    Called after the Unix accounts exist: slurmctld learns a user's uid from it. Changing
+    associations needs a Slurm administrator, so it goes through the privileged helper (one
+    run for all of ``usernames``, which checks that Slurm kept each one), which reaches the
+    cluster of ``slurm_conf`` (``slurm.conf_file``; empty: the default). Never run two at
+    once: ``sacctmgr`` adds at the same moment can be lost (the workshop service queues them).
     """
-    await run(privileged_argv("slurm-associate", username, slurm_conf=slurm_conf),
+    await run(privileged_argv("slurm-associate", *usernames, slurm_conf=slurm_conf),
               what="slurm-associate")
 
 
