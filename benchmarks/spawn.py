@@ -247,12 +247,20 @@ def wait_jobs_gone(job_ids: list[str], timeout: float) -> bool:
     return False
 
 
+#: Job ids per ``scancel``: Slurm cancels them one by one (1000 took longer than the call's
+#: timeout on the 2-core demo, and the rest were left running).
+CANCEL_CHUNK = 100
+
+
 def cancel_jobs(job_ids: list[str]) -> None:
     """``scancel`` those of ``job_ids`` still active (never anyone else's jobs)."""
     active = active_jobs(job_ids)
     if active:
-        say(f"cancelling leftover job(s) {', '.join(active)}")
-        SLURM.run_sync(["scancel", *active])
+        shown = ", ".join(active[:10]) + (f" and {len(active) - 10} more" if len(active) > 10
+                                          else "")
+        say(f"cancelling leftover job(s) {shown}")
+        for start in range(0, len(active), CANCEL_CHUNK):
+            SLURM.run_sync(["scancel", *active[start:start + CANCEL_CHUNK]])
 
 
 def job_detail(job_id: str) -> dict[str, Any]:
