@@ -99,5 +99,6 @@ def test_the_lock_file_is_never_opened_through_a_link(tmp_path) -> None:  # type
 def test_the_number_of_names_is_checked(args: list[str], monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(privileged.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(privileged.os, "umask", lambda mask: 0o022)  # main() sets 077
     assert privileged.main(["slurm-associate", *args]) == privileged.BAD_ARGUMENT
     assert "slurm-associate" in capsys.readouterr().err
