@@ -324,7 +324,13 @@ class Workshops:
                                number: int) -> str:
         password = await ops.create_account(username)
         if self.site.accounting.enabled:
-            await self.associations.submit(username)
+            try:
+                await self.associations.submit(username)
+            except Exception:
+                # The number goes back to the pool, so the account made for it goes too:
+                # the next participant given this number would find it taken.
+                await self._remove_unstored_account(username)
+                raise
         # Stored first: whatever fails next, the end of the workshop finds and removes it.
         self.store.add_participant(Participant(
             username=username, workshop=workshop.name, name=name, number=number,
@@ -336,6 +342,13 @@ class Workshops:
             await ops.add_reservation_user(self.slurm, workshop.reservation, username)
         log.info("workshop %s: %s joined", workshop.name, username)
         return password
+
+    @staticmethod
+    async def _remove_unstored_account(username: str) -> None:
+        try:
+            await ops.delete_account(username)
+        except Exception:
+            log.exception("could not remove %s after its join failed", username)
 
     async def generate(self, caller: dict[str, Any], name: str, raw: Any) -> str:
         """Accounts made in advance, from a roster CSV or a count; returns the logins CSV."""

@@ -42,6 +42,8 @@ class Steps:
         self.associations: list[str] = []
         self.slurm_accounts: set[str] = set()
         self.associating = False
+        self.fail_associations = 0
+        self.deleted: list[str] = []
         self.association_runs: list[list[str]] = []
         self.reservation_users: list[str] = []
 
@@ -60,6 +62,9 @@ class Steps:
     async def associate(self, usernames: list[str], *, slurm_conf: str = "") -> None:
         # Two sacctmgr adds at the same moment lose associations: runs must never overlap.
         assert not self.associating, "two association runs at once"
+        if self.fail_associations:
+            self.fail_associations -= 1
+            raise ops.OperationError("slurm-associate exited 4: Slurm did not keep it")
         self.associating = True
         self.association_runs.append(list(usernames))
         try:
@@ -69,6 +74,10 @@ class Steps:
         for username in usernames:
             self.slurm_accounts.add(username.rsplit("-", 1)[0])
             self.associations.append(username)
+
+    async def delete_account(self, username: str) -> None:
+        self.accounts.remove(username)
+        self.deleted.append(username)
 
     async def add_reservation_user(self, slurm: Any, reservation: str, username: str) -> None:
         await self.step()
@@ -87,6 +96,7 @@ def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capacity: int,
     monkeypatch.setattr(ops, "create_account", steps.create_account)
     monkeypatch.setattr(ops, "associate_participants", steps.associate)
     monkeypatch.setattr(ops, "add_reservation_user", steps.add_reservation_user)
+    monkeypatch.setattr(ops, "delete_account", steps.delete_account)
     store = WorkshopStore(tmp_path / "w.sqlite")
     now = datetime.now()
     store.add_workshop(Workshop(
@@ -161,3 +171,16 @@ def test_without_accounting_no_association_is_made(tmp_path: Path,
     workshops, steps = prepared(tmp_path, monkeypatch, capacity=5, accounting=False)
     assert all(isinstance(j, dict) for j in asyncio.run(join_all(workshops, 5)))
     assert steps.associations == [] and steps.slurm_accounts == set()
+
+
+def test_a_failed_association_removes_the_account_it_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workshops, steps = prepared(tmp_path, monkeypatch, capacity=3)
+    steps.fail_associations = 1
+    with pytest.raises(ops.OperationError):
+        asyncio.run(workshops.join("10.0.0.1", CODE, "Ann"))
+    assert steps.deleted == ["ws-intro-1"] and steps.accounts == []
+    assert workshops.store.participants("intro") == []
+    # The number is free again, and so is its account: the next participant gets both.
+    joined = asyncio.run(workshops.join("10.0.0.2", CODE, "Ben"))
+    assert joined["username"] == "ws-intro-1" and steps.accounts == ["ws-intro-1"]
