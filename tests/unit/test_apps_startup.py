@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,28 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apprunner_support import SECRET, demo_runner
 
 from shopfloor.apps.job import SECRET_HEADER, process_age, report_port
-from shopfloor.apps.model import AppStore
 from shopfloor.extensions.apps_runner import JOB_TIMINGS, AppRunner, Run
-from shopfloor.site import load_site
-
-DEMO_SITE = Path(__file__).resolve().parents[2] / "hub_config" / "demo_site.yaml"
-SECRET = "s" * 43
 
 
 @pytest.fixture
 def runner() -> Iterator[AppRunner]:
-    site = load_site(DEMO_SITE)
-    folder = Path(tempfile.mkdtemp(prefix="shopfloor-apps-startup-", dir="/tmp"))
-    folder.chmod(0o711)  # the store checks that owners can reach it (tmp_path is root's)
-    try:
-        runner = AppRunner(site, AppStore(folder / "apps", site.apps),
-                           "http://127.0.0.1:1/services/apps")
-        runner.runs["alice/wave"] = Run(key="alice/wave", version=1, secret=SECRET)
-        yield runner
-    finally:
-        shutil.rmtree(folder)
+    with demo_runner("shopfloor-apps-startup-") as made:
+        yield made
 
 
 def test_the_port_needs_the_runs_secret(runner: AppRunner) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -18,16 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apprunner_support import SECRET, demo_runner
 
 from shopfloor.apps.job import report_port
-from shopfloor.apps.model import AppStore
 from shopfloor.apps.shared_static import KEY, StaticIndex, installed_index, share_page
-from shopfloor.extensions.apps_runner import AppRunner, Run
+from shopfloor.extensions.apps_runner import AppRunner
 from shopfloor.extensions.apps_service import _content_type
-from shopfloor.site import load_site
-
-DEMO_SITE = Path(__file__).resolve().parents[2] / "hub_config" / "demo_site.yaml"
-SECRET = "s" * 43
 
 
 def tree(root: Path, files: dict[str, str]) -> dict[str, list[str]]:
@@ -136,16 +130,8 @@ def test_the_page_points_the_shared_areas_at_the_shared_path() -> None:
 
 @pytest.fixture
 def runner() -> Iterator[AppRunner]:
-    site = load_site(DEMO_SITE)
-    folder = Path(tempfile.mkdtemp(prefix="shopfloor-apps-static-", dir="/tmp"))
-    folder.chmod(0o711)  # the store checks that owners can reach it (tmp_path is root's)
-    try:
-        runner = AppRunner(site, AppStore(folder / "apps", site.apps),
-                           "http://127.0.0.1:1/services/apps")
-        runner.runs["alice/wave"] = Run(key="alice/wave", version=1, secret=SECRET)
-        yield runner
-    finally:
-        shutil.rmtree(folder)
+    with demo_runner("shopfloor-apps-static-") as made:
+        yield made
 
 
 def test_the_service_keeps_only_a_keys_shape_and_only_the_first(runner: AppRunner) -> None:

@@ -39,6 +39,23 @@ def listener(port: int) -> socket.socket:
     return sock
 
 
+def hub_with_child(tmp_path: Path, ports: HubPorts, child_code: str, hub_seconds: int) -> BenchHub:
+    """A stand-in hub process that starts ``child_code`` in a session of its own (as
+    JupyterHub starts its proxy and services), waits for its ``up`` line, then sleeps."""
+    hub_code = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child_code!r}], stdout=subprocess.PIPE,"
+        " start_new_session=True)\n"
+        "print(p.stdout.readline().decode(), end='', flush=True)\n"
+        f"time.sleep({hub_seconds})\n"
+    )
+    hub = BenchHub("t", tmp_path, ports, config="", job_id_pattern=r"(\d+)")
+    hub.process = subprocess.Popen([sys.executable, "-c", hub_code], stdout=subprocess.PIPE,
+                                   start_new_session=True)
+    assert hub.process.stdout is not None and hub.process.stdout.readline() == b"up\n"
+    return hub
+
+
 def test_wait_ports_free_returns_once_the_listener_closes() -> None:
     sock = listener(BASE)
     threading.Timer(0.6, sock.close).start()
@@ -67,17 +84,7 @@ def test_stop_waits_for_a_process_of_the_hub_that_outlives_it(tmp_path: Path) ->
         f"s.bind(('127.0.0.1', {ports.proxy_api})); s.listen()\n"
         "print('up', flush=True); time.sleep(1.5)\n"
     )
-    hub_code = (
-        "import subprocess, sys, time\n"
-        f"p = subprocess.Popen([sys.executable, '-c', {straggler!r}], stdout=subprocess.PIPE,"
-        " start_new_session=True)\n"
-        "print(p.stdout.readline().decode(), end='', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    hub = BenchHub("t", tmp_path, ports, config="", job_id_pattern=r"(\d+)")
-    hub.process = subprocess.Popen([sys.executable, "-c", hub_code], stdout=subprocess.PIPE,
-                                   start_new_session=True)
-    assert hub.process.stdout is not None and hub.process.stdout.readline() == b"up\n"
+    hub = hub_with_child(tmp_path, ports, straggler, hub_seconds=60)
     assert port_in_use(ports.proxy_api)
     assert hub.stop(timeout=10, ports_timeout=10) == []
     assert hub.process.poll() is not None
@@ -109,17 +116,7 @@ def test_stop_ends_a_service_the_hub_left_running(tmp_path: Path) -> None:
         f"s.bind(('127.0.0.1', {service_port})); s.listen()\n"
         "print('up', flush=True); time.sleep(120)\n"
     )
-    hub_code = (
-        "import subprocess, sys, time\n"
-        f"p = subprocess.Popen([sys.executable, '-c', {service!r}], stdout=subprocess.PIPE,"
-        " start_new_session=True)\n"
-        "print(p.stdout.readline().decode(), end='', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    hub = BenchHub("t", tmp_path, ports, config="", job_id_pattern=r"(\d+)")
-    hub.process = subprocess.Popen([sys.executable, "-c", hub_code], stdout=subprocess.PIPE,
-                                   start_new_session=True)
-    assert hub.process.stdout is not None and hub.process.stdout.readline() == b"up\n"
+    hub = hub_with_child(tmp_path, ports, service, hub_seconds=120)
     children = child_processes(hub.process.pid)
     assert len(children) == 1 and children[0].alive()
     assert port_in_use(service_port)
