@@ -40,7 +40,8 @@ import requests
 import yaml
 
 from benchmarks.report import RunResult, emit, format_grid, format_table, ratio, summarize
-from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
+from shopfloor.apps.job import SECRET_HEADER
+from shopfloor.apps.jobstart import SECRET_ENV
 from shopfloor.session.singleuser import free_port
 
 REPO = Path(__file__).resolve().parents[1]

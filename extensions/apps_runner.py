@@ -24,7 +24,8 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from shopfloor.accounts.info import AccountsInfo
-from shopfloor.apps.job import SECRET_ENV, SECRET_HEADER
+from shopfloor.apps.job import SECRET_HEADER
+from shopfloor.apps.jobstart import SECRET_ENV
 from shopfloor.apps.model import App, AppStore
 from shopfloor.apps.shared_static import KEY as STATIC_KEY
 from shopfloor.extensions import metrics
@@ -46,7 +47,8 @@ RETRY_AFTER = 15.0
 UNCONNECTED_GRACE = 60.0
 #: The start-up phases an app job may report with its port (seconds since its process began),
 #: and the largest value accepted: the job is the owner's code, so nothing else is kept.
-JOB_TIMINGS = ("imports_s", "voila_ready_s", "listening_s", "pool_warm_s")
+JOB_TIMINGS = ("imports_s", "kernel_ahead_s", "voila_ready_s", "listening_s", "pool_warm_s",
+               "kernel_ahead_unused_s")
 _MAX_TIMING = 3600.0
 
 

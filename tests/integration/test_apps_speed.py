@@ -1,7 +1,8 @@
 """How fast an app opens, against the real hub, Slurm and Voila, without giving anything away.
 
-* A cold start reports where its time went (the service's phases, the job's own timings), and
-  the progress page's status call returns the moment the app serves (no poll interval).
+* A cold start reports where its time went (the service's phases, the job's own timings), its
+  pool's kernel is the one started while Voila imported, and the progress page's status call
+  returns the moment the app serves (no poll interval).
 * A viewer who closes the page frees their kernel at once (Voila's goodbye beacon answers 204
   through the service), so reloading never runs into the per-viewer cap.
 * The page's files reuse the viewer's groups for a few seconds, but the page itself asks the
@@ -89,6 +90,9 @@ def test_cold_start_says_where_its_time_went(ahub: RunningHub, notebook: Path) -
     assert kernel_id(page.text)
     late = alice.http.get(status_url).json()["job_timings"]
     assert late["pool_warm_s"] >= late["listening_s"], late
+    # The pool's kernel is the one the job started before Voila's imports ended.
+    assert 0 < late["kernel_ahead_s"] < late["imports_s"], late
+    assert "kernel_ahead_unused_s" not in late, late
 
 
 def test_the_first_page_of_a_cold_start_is_the_pools(ahub: RunningHub, notebook: Path) -> None:
@@ -153,3 +157,4 @@ def test_a_viewer_removed_from_the_group_loses_the_next_page(
             == 404
     finally:
         share_group(ahub, ["bob"])
+

@@ -353,7 +353,7 @@ def test_sudo_check_names_a_missing_service_user() -> None:
 
 
 def test_sudo_env_covers_every_secret_the_hub_passes() -> None:
-    from shopfloor.apps.job import SECRET_ENV as APP_SECRET
+    from shopfloor.apps.jobstart import SECRET_ENV as APP_SECRET
     from shopfloor.extensions.spawner import SECRET_ENV
 
     assert {*SECRET_ENV, APP_SECRET} == set(SUDO_ENV)

@@ -1,16 +1,16 @@
 """Job side of a published app: standalone Voila that answers only the apps service.
 
-Run inside the app's Slurm job (as the app's owner) through :mod:`shopfloor.apps.jobstart`
-(which keeps an unused slow import out of Voila's start) as::
+Run inside the app's Slurm job (as the app's owner) by :mod:`shopfloor.apps.jobstart` (which
+keeps an unused slow import out of Voila's start and starts the first kernel ahead) as::
 
     python -m shopfloor.apps.jobstart --notebook SNAPSHOT/app.ipynb \\
         --base-url /services/apps/o/a/ \\
         --callback http://hub-host:port/services/apps/api/callback/o/a --pool-size 1
 
-The per-run secret arrives by name in ``$SHOPFLOOR_APP_SECRET`` (sbatch ``--export``); it is
-removed from the environment before any kernel starts, so app code never sees it. Every
-request (pages, static files, kernel websockets) must carry it in the
-``X-Shopfloor-App-Secret`` header, which only the service adds: browsers never learn it, so
+The per-run secret arrives by name in ``$SHOPFLOOR_APP_SECRET`` (sbatch ``--export``);
+:mod:`~shopfloor.apps.jobstart` removes it from the environment before any kernel starts, so
+app code never sees it. Every request (pages, static files, kernel websockets) must carry it
+in the ``X-Shopfloor-App-Secret`` header, which only the service adds: browsers never learn it, so
 the job is reachable through the hub's checks only. Voila runs *standalone*: kernels accept
 widget messages only (no ``execute_request``), sources are stripped, and there is no
 JupyterLab, terminal, contents API or file browser.
@@ -25,8 +25,6 @@ import json
 import logging
 import os
 import re
-import stat
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -37,16 +35,19 @@ import tornado.ioloop
 import tornado.web
 from voila.app import Voila
 
+from shopfloor.apps import prelaunch
 from shopfloor.apps.shared_static import installed_index
 from shopfloor.apps.voila_compat import preheated_kernel_tasks
-from shopfloor.session.singleuser import free_port, node_address
 
-SECRET_ENV = "SHOPFLOOR_APP_SECRET"
 SECRET_HEADER = "X-Shopfloor-App-Secret"
 #: A kernel id (Jupyter's UUIDs). Whoever learns one of a viewer's kernel ids could ask for
 #: that kernel, so they never reach a log: :class:`RedactKernelIds` blanks them.
 KERNEL_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                        r"[0-9a-fA-F]{12}")
+#: JupyterLab extensions installed beside Voila that an app's page would load for nothing
+#: (Voila loads every federated extension of the environment): Shopfloor's own JupyterLab
+#: panels and jupyter-server-proxy's launcher entries need JupyterLab's shell.
+NOT_FOR_APPS = ("@shopfloor/jupyterlab", "@jupyterhub/jupyter-server-proxy")
 #: Seconds a viewer's kernel may sit without a connected page before Voila reclaims it.
 KERNEL_IDLE_SECONDS = 900
 
@@ -74,16 +75,6 @@ def redact_logs(*loggers: logging.Logger) -> None:
         for handler in logger.handlers:
             if not any(isinstance(f, RedactKernelIds) for f in handler.filters):
                 handler.addFilter(redact)
-
-
-def private_output() -> None:
-    """Make the job's log (our stdout and stderr, created by Slurm) readable by its owner only."""
-    for fd in (1, 2):
-        try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                os.fchmod(fd, 0o600)
-        except OSError:
-            pass  # not ours to change (a terminal, a pipe): nothing to protect
 
 
 def require_secret(handler: type, secret: str) -> type:
@@ -142,6 +133,13 @@ class AppVoila(Voila):
         timings = {**self.shopfloor_timings, "listening_s": process_age()}
         await self._pool_warm()
         timings["pool_warm_s"] = process_age()
+        if prelaunch.claimed is not None:  # when (process age) its kernel was started
+            ahead = time.monotonic() - prelaunch.claimed.started
+            timings["kernel_ahead_s"] = round(max(timings["pool_warm_s"] - ahead, 0.0), 3)
+        if prelaunch.discard():
+            # The pool started its kernel another way (the notebook's kernelspec has its own
+            # provisioner, say): the one started ahead is not needed.
+            timings["kernel_ahead_unused_s"] = timings["pool_warm_s"]
         await self._report(timings)
 
     async def _report(self, timings: dict[str, float]) -> bool:
@@ -218,28 +216,26 @@ def voila_argv(notebook: str, base_url: str, address: str, port: int, pool_size:
         # Kernels of viewers who left are reclaimed; the pool refills itself.
         f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_SECONDS}",
         "--MappingKernelManager.cull_interval=60",
+        # JupyterLab extensions of the environment that have nothing to do in an app's page.
+        *(f"--VoilaConfiguration.extension_denylist={name}" for name in NOT_FOR_APPS),
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shopfloor.apps.job")
-    parser.add_argument("--notebook", required=True)
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--callback", required=True)
-    parser.add_argument("--pool-size", type=int, default=1)
-    args = parser.parse_args(argv)
-    imported = process_age()  # this module's imports (Voila's above all) ran before main()
-    private_output()
-    secret = os.environ.pop(SECRET_ENV, "")
-    if len(secret) < 32:
-        sys.exit(f"shopfloor: ${SECRET_ENV} is missing: start apps through the apps service")
-    address = node_address()
-    port = free_port(address)
+def serve(args: argparse.Namespace, secret: str, address: str, port: int,
+          prelaunched: bool = False) -> None:
+    """Run the app's Voila on ``address:port`` until the job ends (``args`` as
+    :func:`shopfloor.apps.jobstart.parse_args` reads them; ``secret`` already taken out of the
+    environment). ``prelaunched``: a kernel was started ahead (:mod:`shopfloor.apps.prelaunch`)
+    and the pool may take it."""
+    imported = process_age()  # Voila's imports (this module's) ran before this call
     print(f"shopfloor: app {args.base_url} on {address}:{port}", flush=True)
     app = AppVoila()
     app.shopfloor_secret = secret
     app.shopfloor_callback = args.callback
-    app.initialize(voila_argv(args.notebook, args.base_url, address, port, args.pool_size))
+    argv = voila_argv(args.notebook, args.base_url, address, port, args.pool_size)
+    if prelaunched:
+        argv.append(f"--KernelProvisionerFactory.default_provisioner_name={prelaunch.PROVISIONER}")
+    app.initialize(argv)
     app.shopfloor_timings = {"imports_s": imported, "voila_ready_s": process_age()}
     # The files this Voila serves, as the owner sees them (their Jupyter paths, the template
     # Voila chose): a few milliseconds of stat calls.
@@ -248,7 +244,3 @@ def main(argv: list[str] | None = None) -> None:
                                                config.extra_labextensions_path).key
     redact_logs(app.log, logging.getLogger("tornado.access"))
     app.start()
-
-
-if __name__ == "__main__":
-    main()

@@ -71,7 +71,7 @@ SUDO_COMMANDS = ("sbatch", "scancel")
 AS_USER_HELPER = "shopfloor-as-user"
 PRIVILEGED_HELPER = "shopfloor-privileged"
 #: Variables that may travel through sudo (``--preserve-env=NAME``): the session's token
-#: (``extensions.spawner.SECRET_ENV``), the app job's secret (``apps.job.SECRET_ENV``) and
+#: (``extensions.spawner.SECRET_ENV``), the app job's secret (``apps.jobstart.SECRET_ENV``) and
 #: the provider's tokens a site passes into sessions (``auth.oidc.pass_tokens``).
 SUDO_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "SHOPFLOOR_APP_SECRET", *TOKEN_ENV)
 #: Not secrets, but kept through sudo for sbatch/scancel only: which cluster the user's
