@@ -63,7 +63,7 @@ from urllib.parse import quote, urlparse
 import jinja2
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import httpclient, ioloop, web, websocket
-from tornado.httputil import HTTPHeaders
+from tornado.httputil import HTTPHeaders, parse_response_start_line
 
 from shopfloor.apps.job import KERNEL_ID, SECRET_HEADER, RedactKernelIds
 from shopfloor.apps.model import (
@@ -549,6 +549,46 @@ def _rendered_kernel(page: bytes) -> str | None:
     return match.group(1).decode() if match else None
 
 
+class PageStream:
+    """An app's page on its way from the job to the viewer, passed on in whole lines (a URL
+    or the page's kernel id is never cut in two): each line's shared files' URLs rewritten
+    (``rewrite``, :func:`~shopfloor.apps.shared_static.share_page`), and the page's kernel
+    handed to ``claim`` before the line that names it is passed on."""
+
+    #: Bytes of earlier lines kept for finding the kernel id (Voila writes it on one line).
+    KEEP = 256
+
+    def __init__(self, claim: Callable[[str], None],
+                 rewrite: Callable[[bytes], bytes] | None = None) -> None:
+        self.claim = claim
+        self.rewrite = rewrite
+        self.kernel: str | None = None
+        self._partial = b""
+        self._seen = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of the page so far can be passed on now (whole lines)."""
+        data = self._partial + chunk
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        return self._pass(data[:cut])
+
+    def end(self) -> bytes:
+        """The rest of the page."""
+        rest, self._partial = self._partial, b""
+        return self._pass(rest)
+
+    def _pass(self, lines: bytes) -> bytes:
+        if not lines:
+            return b""
+        if self.kernel is None:
+            self.kernel = _rendered_kernel(self._seen + lines)
+            if self.kernel is not None:
+                self.claim(self.kernel)
+            self._seen = (self._seen + lines)[-self.KEEP:]
+        return self.rewrite(lines) if self.rewrite is not None else lines
+
+
 class AppProxyHandler(_Base):
     """The app's stable URL on the app origin: check who may view, start on demand, proxy to
     the job; kernels only for the viewer they were given to, and only so many."""
@@ -615,14 +655,17 @@ class AppProxyHandler(_Base):
             # shared path, which the browser may already hold from any other app.
             rewrite = partial(share_page, app_base=self.runner.base_url(app),
                               shared_base=f"{SHARED_STATIC}/{shared.key}/")
+
+        def claim(kernel: str) -> None:
+            # Before any byte naming the kernel leaves: the page's websocket may follow.
+            if run is self.runner.run_for(app):
+                run.kernels[kernel] = KernelClaim(who)
+
         try:
-            response = await self.forward(run, app, "", rewrite)
+            code = await self.relay_page(run, app, PageStream(claim, rewrite))
         finally:
             run.kernels.pop(placeholder, None)
-        kernel = _rendered_kernel(response.body or b"")
-        if kernel is not None and run is self.runner.run_for(app):
-            run.kernels[kernel] = KernelClaim(who)
-        if response.code == 200:
+        if code == 200:
             # A run's first page ends the visit that cold-started it (counted cold then);
             # every later page found the app running: a warm hit.
             if "page" in run.phases:
@@ -633,11 +676,10 @@ class AppProxyHandler(_Base):
     async def owner_context(self, app: App) -> UserContext:
         return await self.hub.user_context({"name": app.owner})
 
-    async def forward(self, run: Any, app: App, path: str,
-                      rewrite: Callable[[bytes], bytes] | None = None
-                      ) -> httpclient.HTTPResponse:
-        """Relay this request to the app's job (with the run's secret) and its answer back;
-        ``rewrite`` changes a successful answer's body on the way."""
+    def _upstream(self, run: Any, app: App, path: str, **options: Any
+                  ) -> httpclient.HTTPRequest:
+        """This request as the app's job gets it: the viewer's credentials and hop-by-hop
+        headers left out, the run's secret added."""
         headers = HTTPHeaders()
         for name, value in self.request.headers.get_all():
             if name.lower() not in _DROP_REQUEST:
@@ -647,28 +689,89 @@ class AppProxyHandler(_Base):
         if self.request.query:
             url += "?" + self.request.query
         body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
-        try:
-            response = await httpclient.AsyncHTTPClient().fetch(
-                url, method=self.request.method, headers=headers, body=body,
-                follow_redirects=False, raise_error=False, decompress_response=False,
-                request_timeout=120, allow_nonstandard_methods=True,
-            )
-        except OSError:
-            await self.runner.stop(app.key)
-            raise web.HTTPError(502, "The app stopped answering; reload the page to restart "
-                                "it.") from None
-        self.set_status(response.code, response.reason)
+        return httpclient.HTTPRequest(
+            url, method=self.request.method, headers=headers, body=body,
+            follow_redirects=False, decompress_response=False, request_timeout=120,
+            allow_nonstandard_methods=True, **options)
+
+    def _answer_with(self, code: int, reason: str | None, headers: HTTPHeaders) -> None:
+        """Our answer's status and headers: the job's, less those that are not its to set."""
+        self.set_status(code, reason)
         self._headers = HTTPHeaders()
         self.set_default_headers()
-        for name, value in response.headers.get_all():
+        for name, value in headers.get_all():
             if name.lower() not in _DROP_RESPONSE:
                 self.add_header(name, value)
+
+    async def _stopped_answering(self, app: App) -> web.HTTPError:
+        await self.runner.stop(app.key)
+        return web.HTTPError(502, "The app stopped answering; reload the page to restart it.")
+
+    async def relay_page(self, run: Any, app: App, stream: PageStream) -> int:
+        """Relay the app's page as Voila writes it, line by line (:class:`PageStream`): the
+        browser loads the page's styles and scripts while the notebook still runs, and a
+        notebook rendered from scratch shows Voila's progress ("Executing cell 3 of 12")
+        instead of a blank tab. An answer other than 200 is relayed whole. Returns its
+        status."""
+        start = ""
+        headers = HTTPHeaders()
+        held: list[bytes] = []
+        streaming = False
+
+        def on_header(line: str) -> None:
+            nonlocal start
+            if line.startswith("HTTP/"):
+                start = line.strip()
+                headers.clear()
+            elif line.strip():
+                headers.parse_line(line)
+
+        def on_chunk(chunk: bytes) -> None:
+            nonlocal streaming
+            if not streaming and start and parse_response_start_line(start).code == 200:
+                status = parse_response_start_line(start)
+                self._answer_with(status.code, status.reason, headers)
+                streaming = True
+            if not streaming:
+                held.append(chunk)
+                return
+            ready = stream.feed(chunk)
+            if ready:
+                self.write(ready)
+                self.flush()
+
+        request = self._upstream(run, app, "", header_callback=on_header,
+                                 streaming_callback=on_chunk)
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError:
+            if not streaming:
+                raise await self._stopped_answering(app) from None
+            log.warning("apps: %s stopped answering in the middle of a page", app.key)
+            response = None
+        if streaming:
+            self.finish(stream.end())
+            return 200 if response is not None else 502
+        assert response is not None
+        self._answer_with(response.code, response.reason, response.headers)
+        if response.code in (204, 304) or 100 <= response.code < 200:
+            self.finish()
+        else:
+            self.finish(b"".join(held))
+        return response.code
+
+    async def forward(self, run: Any, app: App, path: str) -> httpclient.HTTPResponse:
+        """Relay this request to the app's job (with the run's secret) and its answer back."""
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(
+                self._upstream(run, app, path), raise_error=False)
+        except OSError:
+            raise await self._stopped_answering(app) from None
+        self._answer_with(response.code, response.reason, response.headers)
         if response.code in (204, 304) or 100 <= response.code < 200:
             # No body may follow these (Voila answers a kernel shutdown with 204; the
             # browser's cache checks of static files get 304).
             self.finish()
-        elif rewrite is not None and response.code == 200:
-            self.finish(rewrite(response.body or b""))
         else:
             self.finish(response.body or b"")
         return response

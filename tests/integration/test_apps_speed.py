@@ -3,6 +3,8 @@
 * A cold start reports where its time went (the service's phases, the job's own timings), its
   pool's kernel is the one started while Voila imported, and the progress page's status call
   returns the moment the app serves (no poll interval).
+* The page reaches the viewer as Voila writes it: its head (styles, scripts) while a slow
+  notebook still runs, not all at once when it has finished.
 * A viewer who closes the page frees their kernel at once (Voila's goodbye beacon answers 204
   through the service), so reloading never runs into the per-viewer cap.
 * The page's files reuse the viewer's groups for a few seconds, but the page itself asks the
@@ -11,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +162,34 @@ def test_a_viewer_removed_from_the_group_loses_the_next_page(
     finally:
         share_group(ahub, ["bob"])
 
+
+def test_the_page_arrives_while_a_slow_notebook_runs(ahub: RunningHub, notebook: Path) -> None:
+    slow = json.loads(notebook.read_text())
+    slow["cells"].insert(0, {"cell_type": "code", "execution_count": None, "metadata": {},
+                             "outputs": [], "source": "import time\ntime.sleep(4)"})
+    path = notebook.with_name("slow_app.ipynb")
+    subprocess.run(["sudo", "-u", "alice", "--", "tee", str(path)], input=json.dumps(slow),
+                   text=True, check=True, capture_output=True)
+    key = publish_app(ahub, path, "slow-page")
+    origin = origin_of(ahub)
+    alice = ahub.client("alice")
+    assert alice.http.get(f"{origin}/services/apps/{key}/").status_code == 202
+    status_url = f"{origin}/services/apps/api/apps/{key}/status"
+    deadline = time.monotonic() + 180
+    status: dict[str, object] = {"state": "starting"}
+    while status["state"] == "starting" and time.monotonic() < deadline:
+        status = alice.http.get(status_url, params={"wait": "starting"}, timeout=30).json()
+    assert status["state"] == "ready", status
+    # Ready: the pool's kernel has started and is running the notebook (four seconds).
+    asked = time.monotonic()
+    with alice.http.get(f"{origin}/services/apps/{key}/", stream=True, timeout=60) as page:
+        assert page.status_code == 200
+        chunks = [(time.monotonic() - asked, chunk) for chunk in page.iter_content(None)]
+    body = b"".join(chunk for _, chunk in chunks).decode()
+    head_at = next(at for at, _ in chunks if b"<head" in b"".join(
+        chunk for when, chunk in chunks if when <= at))
+    done_at = chunks[-1][0]
+    assert done_at - head_at > 2, [(round(at, 2), len(chunk)) for at, chunk in chunks]
+    kernel = kernel_id(body)
+    mine = alice.http.get(f"{origin}/services/apps/{key}/api/kernels/{kernel}", timeout=30)
+    assert mine.status_code == 200, mine.text

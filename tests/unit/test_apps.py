@@ -359,3 +359,43 @@ def test_kernel_paths_are_recognised() -> None:
         assert _kernel_in(path) == kid, path
     assert _kernel_in("voila/static/main.js") is None and _kernel_in("api/kernels") is None
     assert _rendered_kernel(b'{"baseUrl": "/x/", "kernelId": "' + kid.encode() + b'"}') == kid
+
+
+def _note_claim(claims: list[tuple[str, bytes]], sent: list[bytes], kernel: str) -> None:
+    claims.append((kernel, b"".join(sent)))
+
+
+def test_a_page_is_passed_on_in_whole_lines_with_its_kernel_claimed_first() -> None:
+    """However the job's answer is cut into chunks, the viewer gets the same page (shared
+    files' URLs rewritten, never a URL cut in two), and the page's kernel is claimed before
+    the line naming it is passed on."""
+    from functools import partial
+
+    from shopfloor.apps.shared_static import share_page
+    from shopfloor.extensions.apps_service import PageStream
+
+    kid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    base = "/services/apps/alice/wave/"
+    page = (f'<link href="{base}voila/templates/lab/static/index.css">\n'
+            f'<script src="{base}voila/static/voila.js"></script>\n'
+            f'<script id="jupyter-config-data">{{"baseUrl": "{base}", "kernelId": "{kid}"}}'
+            "</script>\n<div>cell output</div>\n<p>no newline at the end</p>").encode()
+    rewrite = partial(share_page, app_base=base, shared_base="/services/apps/_static/k1/")
+    whole = rewrite(page)
+    assert whole.count(b"/services/apps/_static/k1/") == 2
+    for size in (1, 2, 7, 50, len(page)):
+        sent: list[bytes] = []
+        claims: list[tuple[str, bytes]] = []
+        stream = PageStream(partial(_note_claim, claims, sent), rewrite)
+        for at in range(0, len(page), size):
+            sent.append(stream.feed(page[at:at + size]))
+        sent.append(stream.end())
+        assert b"".join(sent) == whole, size
+        assert len(claims) == 1 and claims[0][0] == kid, size
+        assert kid.encode() not in claims[0][1], size  # claimed before it was passed on
+        # Nothing is held back longer than its line: each line leaves once it is whole.
+        assert all(not part or part.endswith(b"\n") for part in sent[:-1]), size
+    unclaimed: list[str] = []
+    stream = PageStream(unclaimed.append)
+    assert stream.feed(b"<p>no kernel here</p>\n") == b"<p>no kernel here</p>\n"
+    assert stream.end() == b"" and not unclaimed
