@@ -61,6 +61,19 @@ def say_goodbye(client: HubClient, origin: str, key: str, kernel: str) -> int:
     return resp.status_code
 
 
+def start_and_wait(alice: HubClient, origin: str, key: str) -> dict[str, object]:
+    """Open a stopped app (its job is submitted: the progress page) and wait, as the progress
+    page does, until the service says it is ready; its status then."""
+    assert alice.http.get(f"{origin}/services/apps/{key}/").status_code == 202
+    status_url = f"{origin}/services/apps/api/apps/{key}/status"
+    deadline = time.monotonic() + 180
+    status: dict[str, object] = {"state": "starting"}
+    while status["state"] == "starting" and time.monotonic() < deadline:
+        status = alice.http.get(status_url, params={"wait": "starting"}, timeout=30).json()
+    assert status["state"] == "ready", status
+    return status
+
+
 def test_cold_start_says_where_its_time_went(ahub: RunningHub, notebook: Path) -> None:
     key = publish_app(ahub, notebook, "phases")
     origin = origin_of(ahub)
@@ -105,13 +118,7 @@ def test_the_first_page_of_a_cold_start_is_the_pools(ahub: RunningHub, notebook:
     key = publish_app(ahub, notebook, "first-page")
     origin = origin_of(ahub)
     alice = ahub.client("alice")
-    assert alice.http.get(f"{origin}/services/apps/{key}/").status_code == 202
-    status_url = f"{origin}/services/apps/api/apps/{key}/status"
-    deadline = time.monotonic() + 180
-    status: dict[str, object] = {"state": "starting"}
-    while status["state"] == "starting" and time.monotonic() < deadline:
-        status = alice.http.get(status_url, params={"wait": "starting"}, timeout=30).json()
-    assert status["state"] == "ready", status
+    status = start_and_wait(alice, origin, key)
     page = alice.http.get(f"{origin}/services/apps/{key}/", timeout=60)
     assert page.status_code == 200 and kernel_id(page.text)
     job_log = Path(f"/home/alice/.shopfloor/logs/app-{status['job_id']}.log")
@@ -173,13 +180,7 @@ def test_the_page_arrives_while_a_slow_notebook_runs(ahub: RunningHub, notebook:
     key = publish_app(ahub, path, "slow-page")
     origin = origin_of(ahub)
     alice = ahub.client("alice")
-    assert alice.http.get(f"{origin}/services/apps/{key}/").status_code == 202
-    status_url = f"{origin}/services/apps/api/apps/{key}/status"
-    deadline = time.monotonic() + 180
-    status: dict[str, object] = {"state": "starting"}
-    while status["state"] == "starting" and time.monotonic() < deadline:
-        status = alice.http.get(status_url, params={"wait": "starting"}, timeout=30).json()
-    assert status["state"] == "ready", status
+    start_and_wait(alice, origin, key)
     # Ready: the pool's kernel has started and is running the notebook (four seconds).
     asked = time.monotonic()
     with alice.http.get(f"{origin}/services/apps/{key}/", stream=True, timeout=60) as page:
