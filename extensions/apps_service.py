@@ -749,6 +749,12 @@ class AppProxyHandler(_Base):
                 raise await self._stopped_answering(app) from None
             log.warning("apps: %s stopped answering in the middle of a page", app.key)
             response = None
+        except httpclient.HTTPClientError:  # the page took longer than request_timeout
+            if not streaming:
+                raise
+            log.warning("apps: a page of %s was cut off after %.0f s", app.key,
+                        request.request_timeout or 0)
+            response = None
         if streaming:
             self.finish(stream.end())
             return 200 if response is not None else 502
