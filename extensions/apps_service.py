@@ -728,10 +728,11 @@ class AppProxyHandler(_Base):
 
         def on_chunk(chunk: bytes) -> None:
             nonlocal streaming
-            if not streaming and start and parse_response_start_line(start).code == 200:
+            if not streaming and not held and start:  # the first chunk: stream a 200 only
                 status = parse_response_start_line(start)
-                self._answer_with(status.code, status.reason, headers)
-                streaming = True
+                if status.code == 200:
+                    self._answer_with(status.code, status.reason, headers)
+                    streaming = True
             if not streaming:
                 held.append(chunk)
                 return
